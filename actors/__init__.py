@@ -1,0 +1,1 @@
+"""Data plane: decoder shards, per-camera streams, analytics rules, clip recording."""

@@ -1,0 +1,1 @@
+"""Control plane: camera assignment, runtime start/stop, command line."""

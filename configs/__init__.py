@@ -1,0 +1,1 @@
+"""Configuration data and the pydantic schemas that validate it (lowest layer: imports nothing of ours)."""

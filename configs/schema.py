@@ -1,0 +1,177 @@
+"""Pydantic v2 models for everything the system reads from configuration.
+
+Every model forbids unknown fields, so a typo in a YAML key is an error at load time
+rather than a silently ignored setting. Units are part of field names (``_s``, ``_ms``,
+``_bytes``). The loader in :mod:`configs.loader` turns validation errors into messages
+that name the file, the line and the field.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+CAMERA_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+
+DecodeMode = Literal["keyframe", "sampled", "all"]
+"""How a camera's stream is decoded.
+
+* ``keyframe``: the decoder skips non-key frames; only keyframes are decoded and analysed
+  (cheapest; the analytics rate is at most the keyframe rate).
+* ``sampled``: every packet is decoded (H.264 needs its references) but only frames at the
+  analytics rate are converted to pixels and sent to the detector.
+* ``all``: every decoded frame is converted and offered to the detector.
+"""
+
+BackpressurePolicy = Literal["drop_newest", "drop_oldest"]
+"""What a shard does with a sampled frame when its detector queue is full (every drop is counted)."""
+
+Purpose = Literal["crowd", "traffic", "flood", "fire", "general"]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ZoneConfig(_Model):
+    """A polygon in image pixels with a crowd rule attached."""
+
+    name: str = Field(min_length=1, max_length=64)
+    polygon: list[tuple[float, float]] = Field(min_length=3, description="Vertices (x, y) in frame pixels.")
+    crowd_threshold_people: int = Field(default=5, ge=1, description="People in the zone that count as a crowd.")
+    min_duration_s: float = Field(default=2.0, ge=0, description="The count must hold this long to open an event.")
+    cooldown_s: float = Field(default=5.0, ge=0, description="Below threshold this long closes the event.")
+
+
+class CameraConfig(_Model):
+    """One camera of the inventory."""
+
+    id: str = Field(pattern=CAMERA_ID_PATTERN)
+    url: str = Field(min_length=1, description="rtsp://, http(s):// or a file path / file:// URL.")
+    district: str = Field(default="unassigned", min_length=1, max_length=64)
+    purpose: Purpose = "general"
+    analytics_fps: float = Field(default=1.0, gt=0, le=60)
+    decode_mode: DecodeMode = "sampled"
+    loop: bool = Field(default=False, description="Replay a file source forever at its native frame rate.")
+    zones: list[ZoneConfig] = Field(default_factory=list)
+
+    @field_validator("url")
+    @classmethod
+    def _known_scheme(cls, url: str) -> str:
+        scheme = urlsplit(url).scheme.lower()
+        if scheme not in {"", "file", "rtsp", "rtsps", "http", "https"} and not re.match(r"^[a-z]$", scheme):
+            raise ValueError(f"unsupported URL scheme {scheme!r} (use rtsp, http(s) or a file path)")
+        return url
+
+    @model_validator(mode="after")
+    def _unique_zone_names(self) -> CameraConfig:
+        names = [z.name for z in self.zones]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"duplicate zone names {dupes}")
+        return self
+
+
+class DetectorConfig(_Model):
+    """The detector deployment under Ray Serve."""
+
+    model_name: str = "yolox_nano"
+    models_dir: Path = Field(
+        default=Path("../shared/models"),
+        description="Directory holding <model_name>/<model_name>.onnx; relative paths resolve against the "
+        "config file's directory.",
+    )
+    input_size: int = Field(default=416, ge=32, le=1920, multiple_of=32)
+    score_threshold: float = Field(default=0.3, gt=0, lt=1)
+    nms_iou_threshold: float = Field(default=0.45, gt=0, lt=1)
+    max_batch_size: int = Field(default=8, ge=1, le=512)
+    batch_wait_timeout_s: float = Field(default=0.02, ge=0, le=5)
+    num_replicas: int = Field(default=1, ge=1)
+    num_cpus_per_replica: float = Field(default=0.5, gt=0)
+    num_gpus_per_replica: float = Field(default=0.0, ge=0)
+    intra_op_threads: int = Field(default=1, ge=1, description="onnxruntime threads per replica.")
+    max_ongoing_requests: int = Field(default=32, ge=1)
+    max_queued_requests: int = Field(default=64, ge=-1, description="-1: unbounded (not recommended).")
+    request_timeout_s: float = Field(default=10.0, gt=0)
+
+
+class StorageConfig(_Model):
+    """Where clips go. With no ``endpoint`` the runtime starts an embedded SeaweedFS S3 server."""
+
+    endpoint: str | None = Field(default=None, description="host:port of any S3/MinIO endpoint.")
+    secure: bool = False
+    region: str | None = None
+    bucket: str = Field(default="cctv", pattern=r"^[a-z0-9][a-z0-9.-]{2,62}$")
+    access_key_env: str = "CCTV_S3_ACCESS_KEY"
+    secret_key_env: str = "CCTV_S3_SECRET_KEY"
+    presign_expiry_s: int = Field(default=3600, ge=1, le=7 * 24 * 3600)
+    spool_max_bytes: int = Field(default=2 * 1024**3, ge=1024**2)
+    upload_retry_max_s: float = Field(default=30.0, gt=0, description="Cap of the upload retry backoff.")
+
+
+class RecorderConfig(_Model):
+    """Event clips: compressed pre-roll kept per camera, post-roll recorded after the event."""
+
+    pre_roll_s: float = Field(default=5.0, ge=0, le=300)
+    post_roll_s: float = Field(default=5.0, ge=0, le=300)
+    ring_max_bytes: int = Field(default=16 * 1024**2, ge=64 * 1024, description="Per-camera pre-roll cap.")
+    max_clip_s: float = Field(default=300.0, gt=0, description="A clip is cut here even if the event goes on.")
+
+
+class IngestConfig(_Model):
+    """Stream health and reconnection."""
+
+    open_timeout_s: float = Field(default=10.0, gt=0)
+    stall_timeout_s: float = Field(default=10.0, gt=0)
+    reconnect_initial_s: float = Field(default=1.0, gt=0)
+    reconnect_max_s: float = Field(default=30.0, gt=0)
+    max_failures_before_down: int = Field(default=3, ge=1, description="Failed opens in a row before 'down'.")
+
+
+class ClusterConfig(_Model):
+    """Ray placement. With no ``ray_address`` the runtime starts a local Ray instance."""
+
+    ray_address: str | None = None
+    namespace: str = "cctv"
+    num_shards: int = Field(default=2, ge=1)
+    shard_num_cpus: float = Field(default=0.5, gt=0)
+    local_num_cpus: int | None = Field(default=None, ge=1, description="CPUs of a local Ray (None: all).")
+    max_in_flight_per_shard: int = Field(default=4, ge=1, description="Detector requests in flight per shard.")
+    queue_size_per_shard: int = Field(default=16, ge=1, description="Sampled frames waiting per shard.")
+    backpressure_policy: BackpressurePolicy = "drop_oldest"
+    serve_http_host: str = "127.0.0.1"
+    serve_http_port: int = Field(default=8000, ge=0, le=65535)
+
+
+class MetricsConfig(_Model):
+    """Prometheus exposition: every process serves /metrics on its own port (0 = ephemeral)."""
+
+    host: str = "127.0.0.1"
+    driver_port: int = Field(default=9400, ge=0, le=65535)
+
+
+class AppConfig(_Model):
+    """The whole job: what ``cctv run`` reads."""
+
+    state_dir: Path = Field(default=Path("state"), description="Runtime files: S3 data, spool, logs.")
+    cluster: ClusterConfig = Field(default_factory=ClusterConfig)
+    storage: StorageConfig = Field(default_factory=StorageConfig)
+    detector: DetectorConfig = Field(default_factory=DetectorConfig)
+    recorder: RecorderConfig = Field(default_factory=RecorderConfig)
+    ingest: IngestConfig = Field(default_factory=IngestConfig)
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    cameras: list[CameraConfig] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _unique_camera_ids(self) -> AppConfig:
+        seen: set[str] = set()
+        for cam in self.cameras:
+            if cam.id in seen:
+                raise ValueError(f"duplicate camera id {cam.id!r}")
+            seen.add(cam.id)
+        return self
+

@@ -1,0 +1,1 @@
+"""Ray Serve applications: the detector and the control API."""

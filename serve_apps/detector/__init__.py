@@ -1,0 +1,1 @@
+"""Detector: model runners usable without Ray, and the thin Serve deployment around them."""

@@ -1,0 +1,56 @@
+"""Shared test fixtures.
+
+Tests under tests/unit are pure logic: ``ray.init`` is forbidden there so they stay fast.
+Tests under tests/integration touch real services (Ray, SeaweedFS, Prometheus, video).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = Path(os.environ.get("CCTV_SHARED_DIR", ROOT.parent / "shared")).resolve()
+MODELS_DIR = Path(os.environ.get("CCTV_MODELS_DIR", SHARED / "models")).resolve()
+CLIPS_DIR = SHARED / "data" / "clips"
+CACHE_DIR = Path(os.environ.get("CCTV_CACHE_DIR", ROOT / ".cache")).resolve()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        parts = Path(str(item.fspath)).parts
+        if "unit" in parts:
+            item.add_marker(pytest.mark.unit)
+        elif "integration" in parts:
+            item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(autouse=True)
+def _forbid_ray_init_in_unit_tests(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    if request.node.get_closest_marker("unit") is None:
+        return
+    try:
+        import ray
+    except ImportError:  # pragma: no cover - ray is a hard dependency
+        return
+
+    def _forbidden(*_args: object, **_kwargs: object) -> None:
+        raise RuntimeError("ray.init is forbidden in unit tests (tests/unit): move the test to tests/integration")
+
+    monkeypatch.setattr(ray, "init", _forbidden)
+
+
+@pytest.fixture(scope="session")
+def models_dir() -> Path:
+    if not (MODELS_DIR / "yolox_nano" / "yolox_nano.onnx").is_file():
+        pytest.fail(f"detector weights not found under {MODELS_DIR}: set CCTV_MODELS_DIR")
+    return MODELS_DIR
+
+
+@pytest.fixture(scope="session")
+def clips_dir() -> Path:
+    if not CLIPS_DIR.is_dir():
+        pytest.fail(f"footage not found at {CLIPS_DIR}: set CCTV_SHARED_DIR")
+    return CLIPS_DIR
