@@ -54,3 +54,12 @@ def clips_dir() -> Path:
     if not CLIPS_DIR.is_dir():
         pytest.fail(f"footage not found at {CLIPS_DIR}: set CCTV_SHARED_DIR")
     return CLIPS_DIR
+
+
+@pytest.fixture(scope="session")
+def vtest_path() -> Path:
+    """vtest.avi from Debian's opencv-doc, fetched by `make test` (scripts/fetch_vtest.sh)."""
+    path = CACHE_DIR / "footage" / "vtest.avi"
+    if not path.is_file():
+        pytest.fail(f"{path} missing: run scripts/fetch_vtest.sh {path.parent} (make test does)")
+    return path
