@@ -1,0 +1,327 @@
+"""Evidence clips in an S3 bucket, over the ``minio`` SDK.
+
+Each clip is two objects under deterministic keys (see :mod:`storage.records`): the MP4, with its
+SHA-256 in ``x-amz-meta-sha256``, then its JSON sidecar. The sidecar is written last, so its
+presence means the clip is complete; re-uploading an event overwrites both keys and never
+duplicates.
+
+The minio client gets its own urllib3 pool with short connect/read timeouts and few retries: when
+the store is down, calls fail within seconds (and the upload spool keeps the clip) instead of
+hanging on the SDK's defaults (5 minute timeouts, 5 retries).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import os
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import certifi
+import urllib3
+from minio import Minio
+from minio.error import InvalidResponseError, S3Error, ServerError
+from pydantic import BaseModel, ConfigDict
+from urllib3.util import Retry, Timeout
+
+from configs.schema import StorageConfig
+from storage import metrics
+from storage.records import CLIP_SUFFIX, ClipSidecar, sidecar_key_for
+
+logger = logging.getLogger(__name__)
+
+_USER_META_PREFIX = "x-amz-meta-"
+SHA256_META = _USER_META_PREFIX + "sha256"
+_HASH_CHUNK_BYTES = 1024 * 1024
+
+
+class StorageError(RuntimeError):
+    """An S3 call failed. ``code`` is the S3 error code (``AccessDenied``...) when the server sent one."""
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class StorageUnavailableError(StorageError):
+    """The endpoint could not be reached or did not answer in time (network-level failure)."""
+
+
+class ClipIntegrityError(ValueError):
+    """The local clip does not match its sidecar (hash or size): retrying cannot fix it."""
+
+
+class StoredObject(BaseModel):
+    """What ``stat`` tells about one stored object."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    key: str
+    size_bytes: int
+    etag: str
+    content_type: str | None
+    last_modified: datetime | None
+    sha256: str | None
+    """Value of ``x-amz-meta-sha256`` (None when the object has none)."""
+    metadata: dict[str, str]
+    """All user metadata (``x-amz-meta-*`` headers), keys lowercased without the prefix."""
+
+
+def sha256_file(path: Path) -> str:
+    """Lowercase hex SHA-256 of a file, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while chunk := fh.read(_HASH_CHUNK_BYTES):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _pool(*, secure: bool, connect_timeout_s: float, read_timeout_s: float, retries: int) -> urllib3.PoolManager:
+    return urllib3.PoolManager(
+        timeout=Timeout(connect=connect_timeout_s, read=read_timeout_s),
+        maxsize=10,
+        cert_reqs="CERT_REQUIRED" if secure else "CERT_NONE",
+        ca_certs=os.environ.get("SSL_CERT_FILE") or certifi.where(),
+        retries=Retry(
+            total=retries,
+            connect=retries,
+            read=retries,
+            backoff_factor=0.2,
+            status_forcelist=[500, 502, 503, 504],
+        ),
+    )
+
+
+class ClipStore:
+    """Clips and sidecars in one bucket of an S3 endpoint.
+
+    Args:
+        endpoint: ``host:port`` (no scheme).
+        access_key: S3 access key.
+        secret_key: S3 secret key (kept only inside the minio client; never logged).
+        bucket: bucket name.
+        secure: use HTTPS.
+        region: S3 region; None lets the SDK ask the server once per bucket.
+        connect_timeout_s: TCP connect timeout of every call.
+        read_timeout_s: wait for response bytes, per socket read.
+        retries: urllib3 retries per call (connect, read and 5xx together).
+    """
+
+    def __init__(
+        self,
+        endpoint: str,
+        access_key: str,
+        secret_key: str,
+        bucket: str,
+        *,
+        secure: bool = False,
+        region: str | None = None,
+        connect_timeout_s: float = 3.0,
+        read_timeout_s: float = 15.0,
+        retries: int = 2,
+    ) -> None:
+        if "://" in endpoint or "/" in endpoint or not endpoint:
+            raise ValueError(f"S3 endpoint {endpoint!r} must be host:port without scheme or path")
+        self.endpoint = endpoint
+        self.bucket = bucket
+        self.secure = secure
+        self.region = region
+        self._client = Minio(
+            endpoint,
+            access_key=access_key,
+            secret_key=secret_key,
+            secure=secure,
+            region=region,
+            http_client=_pool(
+                secure=secure,
+                connect_timeout_s=connect_timeout_s,
+                read_timeout_s=read_timeout_s,
+                retries=retries,
+            ),
+        )
+        # A separate client for health probes: one attempt, tight timeouts.
+        self._probe = Minio(
+            endpoint,
+            access_key=access_key,
+            secret_key=secret_key,
+            secure=secure,
+            region=region,
+            http_client=_pool(secure=secure, connect_timeout_s=1.0, read_timeout_s=2.0, retries=0),
+        )
+
+    def __repr__(self) -> str:
+        return f"ClipStore(endpoint={self.endpoint!r}, bucket={self.bucket!r}, secure={self.secure})"
+
+    @classmethod
+    def from_config(
+        cls,
+        cfg: StorageConfig,
+        env: Mapping[str, str] = os.environ,
+        *,
+        endpoint: str | None = None,
+    ) -> ClipStore:
+        """Build from the ``storage`` section; keys come from the env vars it names.
+
+        Args:
+            cfg: the storage config.
+            env: where to read the key variables.
+            endpoint: overrides ``cfg.endpoint`` (e.g. an :class:`~storage.embedded_s3.EmbeddedS3`'s).
+
+        Raises:
+            ValueError: no endpoint, or a key variable unset/empty (the message names the variable,
+                never its value).
+        """
+        ep = endpoint or cfg.endpoint
+        if not ep:
+            raise ValueError(
+                "storage.endpoint is not set and no endpoint was given (start an embedded S3 "
+                "server and pass its endpoint)"
+            )
+        keys: list[str] = []
+        for field, var in (("access_key_env", cfg.access_key_env), ("secret_key_env", cfg.secret_key_env)):
+            value = env.get(var)
+            if not value:
+                raise ValueError(f"environment variable {var} (storage.{field}) is unset or empty")
+            keys.append(value)
+        return cls(ep, keys[0], keys[1], cfg.bucket, secure=cfg.secure, region=cfg.region)
+
+    @contextmanager
+    def _translate(self, op: str, key: str | None = None) -> Iterator[None]:
+        """Turn SDK and transport errors into :class:`StorageError` naming the operation and object."""
+        what = f"S3 {op} {self.bucket}/{key}" if key else f"S3 {op} bucket {self.bucket!r}"
+        try:
+            yield
+        except S3Error as exc:
+            raise StorageError(f"{what} at {self.endpoint} failed: {exc.code}: {exc.message}", code=exc.code) from exc
+        except ServerError as exc:
+            raise StorageError(f"{what} at {self.endpoint} failed: HTTP {exc.status_code}: {exc}") from exc
+        except InvalidResponseError as exc:
+            raise StorageError(f"{what} at {self.endpoint} failed: {exc}") from exc
+        except urllib3.exceptions.HTTPError as exc:
+            raise StorageUnavailableError(f"{what}: endpoint {self.endpoint} unreachable: {exc}") from exc
+
+    def ensure_bucket(self) -> None:
+        """Create the bucket unless it exists (safe to call concurrently from several processes)."""
+        with self._translate("create"):
+            if self._client.bucket_exists(self.bucket):
+                return
+            try:
+                self._client.make_bucket(self.bucket)
+                logger.info("created bucket %s at %s", self.bucket, self.endpoint)
+            except S3Error as exc:
+                if exc.code not in {"BucketAlreadyOwnedByYou", "BucketAlreadyExists"}:
+                    raise
+
+    def put_clip(self, local_path: Path, sidecar: ClipSidecar) -> None:
+        """Upload the MP4 then its sidecar under ``sidecar.object_key`` (overwrites: idempotent).
+
+        Raises:
+            FileNotFoundError: ``local_path`` is missing.
+            ClipIntegrityError: the file's SHA-256 or size differs from the sidecar's.
+            StorageError: the store refused or could not be reached (retry later).
+        """
+        try:
+            size_bytes = local_path.stat().st_size
+            digest = sha256_file(local_path)
+            if digest != sidecar.sha256:
+                raise ClipIntegrityError(
+                    f"clip {local_path} has sha256 {digest}, its sidecar for event "
+                    f"{sidecar.event_id!r} says {sidecar.sha256}"
+                )
+            if size_bytes != sidecar.size_bytes:
+                raise ClipIntegrityError(
+                    f"clip {local_path} has {size_bytes} bytes, its sidecar for event "
+                    f"{sidecar.event_id!r} says {sidecar.size_bytes}"
+                )
+            body = sidecar.to_json_bytes()
+            start = time.monotonic()
+            with self._translate("PUT", sidecar.object_key):
+                self._client.fput_object(
+                    self.bucket,
+                    sidecar.object_key,
+                    str(local_path),
+                    content_type="video/mp4",
+                    metadata={SHA256_META: digest},
+                )
+            with self._translate("PUT", sidecar.sidecar_key):
+                self._client.put_object(
+                    self.bucket,
+                    sidecar.sidecar_key,
+                    io.BytesIO(body),
+                    len(body),
+                    content_type="application/json",
+                    metadata={SHA256_META: hashlib.sha256(body).hexdigest()},
+                )
+        except (OSError, ValueError, StorageError):
+            metrics.CLIP_UPLOADS_ERROR.inc()
+            raise
+        metrics.CLIP_UPLOADS_OK.inc()
+        metrics.CLIP_UPLOAD_BYTES.inc(size_bytes + len(body))
+        metrics.CLIP_UPLOAD_SECONDS.observe(time.monotonic() - start)
+
+    def stat_clip(self, key: str) -> StoredObject:
+        """Size, etag, content type and stored SHA-256 of one object."""
+        with self._translate("HEAD", key):
+            obj = self._client.stat_object(self.bucket, key)
+        meta = obj.metadata or {}
+        return StoredObject(
+            key=key,
+            size_bytes=int(obj.size or 0),
+            etag=obj.etag or "",
+            content_type=obj.content_type,
+            last_modified=obj.last_modified,
+            sha256=meta.get(SHA256_META),
+            metadata={
+                k.lower().removeprefix(_USER_META_PREFIX): v
+                for k, v in meta.items()
+                if k.lower().startswith(_USER_META_PREFIX)
+            },
+        )
+
+    def get_bytes(self, key: str) -> bytes:
+        """The whole object in memory (clips are small; use presigned URLs to stream big ones)."""
+        with self._translate("GET", key):
+            response = self._client.get_object(self.bucket, key)
+            try:
+                return response.read()
+            finally:
+                response.close()
+                response.release_conn()
+
+    def get_sidecar(self, key: str) -> ClipSidecar:
+        """The sidecar of a clip; ``key`` may be the clip key (``.mp4``) or the sidecar key."""
+        sidecar_key = sidecar_key_for(key) if key.endswith(CLIP_SUFFIX) else key
+        return ClipSidecar.from_json_bytes(self.get_bytes(sidecar_key))
+
+    def list_keys(self, prefix: str = "clips/") -> list[str]:
+        """Every object key under ``prefix`` (recursive), sorted."""
+        with self._translate("LIST", prefix):
+            return sorted(
+                o.object_name
+                for o in self._client.list_objects(self.bucket, prefix, recursive=True)
+                if o.object_name is not None
+            )
+
+    def list_clips(self, prefix: str = "clips/") -> list[str]:
+        """Clip (``.mp4``) keys under ``prefix``, sorted (sidecars left out)."""
+        return [k for k in self.list_keys(prefix) if k.endswith(CLIP_SUFFIX)]
+
+    def presigned_get(self, key: str, expiry_s: int) -> str:
+        """A URL anyone can GET for ``expiry_s`` seconds (1 s to 7 days)."""
+        if not 1 <= expiry_s <= 7 * 24 * 3600:
+            raise ValueError(f"presign expiry_s={expiry_s} is outside 1..604800")
+        with self._translate("presign GET", key):
+            return self._client.presigned_get_object(self.bucket, key, expires=timedelta(seconds=expiry_s))
+
+    def healthy(self) -> bool:
+        """True when the bucket answers within ~3 s; never raises, never retries."""
+        try:
+            return self._probe.bucket_exists(self.bucket)
+        except (S3Error, ServerError, InvalidResponseError, urllib3.exceptions.HTTPError) as exc:
+            logger.debug("S3 health probe of %s at %s failed: %s", self.bucket, self.endpoint, exc)
+            return False

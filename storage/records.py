@@ -1,0 +1,101 @@
+"""Typed records stored beside each clip, and the object-key layout of the clip bucket.
+
+Keys are deterministic (camera, event id, day), so re-uploading the same event overwrites the
+same two objects: a retried upload can never create a duplicate.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import date
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+
+from configs.schema import CAMERA_ID_PATTERN
+
+EVENT_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
+"""Event ids become one path segment of an object key: no slashes, no leading dot."""
+
+CLIP_PREFIX = "clips/"
+CLIP_SUFFIX = ".mp4"
+SIDECAR_SUFFIX = ".json"
+
+_CAMERA_RE = re.compile(CAMERA_ID_PATTERN)
+_EVENT_RE = re.compile(EVENT_ID_PATTERN)
+
+
+class ClipSidecar(BaseModel):
+    """Everything known about one evidence clip; stored as JSON next to the MP4.
+
+    Datetimes must carry a time zone (UTC recommended): a naive timestamp in an evidence record
+    is ambiguous. ``sha256`` is the lowercase hex digest of the MP4 bytes.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    event_id: str = Field(pattern=EVENT_ID_PATTERN)
+    camera_id: str = Field(pattern=CAMERA_ID_PATTERN)
+    event_type: str = Field(min_length=1, max_length=64)
+    started_at: AwareDatetime
+    ended_at: AwareDatetime
+    clip_start: AwareDatetime
+    clip_end: AwareDatetime
+    peak_count: int = Field(ge=0)
+    zone: str | None = None
+    detector: str = Field(min_length=1)
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    size_bytes: int = Field(ge=0)
+    duration_s: float = Field(ge=0)
+    object_key: str = Field(min_length=len(CLIP_PREFIX) + len(CLIP_SUFFIX) + 1)
+    schema_version: int = 1
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ClipSidecar:
+        if self.ended_at < self.started_at:
+            raise ValueError(f"ended_at {self.ended_at.isoformat()} is before started_at {self.started_at.isoformat()}")
+        if self.clip_end < self.clip_start:
+            raise ValueError(f"clip_end {self.clip_end.isoformat()} is before clip_start {self.clip_start.isoformat()}")
+        if not self.object_key.endswith(CLIP_SUFFIX):
+            raise ValueError(f"object_key {self.object_key!r} does not end with {CLIP_SUFFIX!r}")
+        return self
+
+    @property
+    def sidecar_key(self) -> str:
+        """Object key of this sidecar's JSON."""
+        return sidecar_key_for(self.object_key)
+
+    def to_json_bytes(self) -> bytes:
+        """Serialise as UTF-8 JSON (the sidecar object's body)."""
+        return self.model_dump_json(indent=2).encode("utf-8")
+
+    @classmethod
+    def from_json_bytes(cls, data: bytes | str) -> ClipSidecar:
+        """Parse a sidecar JSON body; raises ``pydantic.ValidationError`` naming the bad field."""
+        return cls.model_validate_json(data)
+
+
+def _check_segment(kind: str, value: str, pattern: re.Pattern[str]) -> None:
+    if not pattern.match(value):
+        raise ValueError(f"{kind} {value!r} cannot be an object-key segment (must match {pattern.pattern})")
+
+
+def clip_object_key(camera_id: str, event_id: str, day: date) -> str:
+    """Key of an event clip: ``clips/YYYY/MM/DD/<camera_id>/<event_id>.mp4``.
+
+    ``day`` is the (UTC) day the clip starts; a ``datetime`` works too (its date is used).
+    """
+    _check_segment("camera_id", camera_id, _CAMERA_RE)
+    _check_segment("event_id", event_id, _EVENT_RE)
+    return f"{CLIP_PREFIX}{day:%Y/%m/%d}/{camera_id}/{event_id}{CLIP_SUFFIX}"
+
+
+def sidecar_object_key(camera_id: str, event_id: str, day: date) -> str:
+    """Key of the JSON sidecar: the clip key with ``.json`` instead of ``.mp4``."""
+    return sidecar_key_for(clip_object_key(camera_id, event_id, day))
+
+
+def sidecar_key_for(clip_key: str) -> str:
+    """Map a clip key (``....mp4``) to its sidecar key (``....json``)."""
+    if not clip_key.endswith(CLIP_SUFFIX):
+        raise ValueError(f"clip key {clip_key!r} does not end with {CLIP_SUFFIX!r}")
+    return clip_key[: -len(CLIP_SUFFIX)] + SIDECAR_SUFFIX
