@@ -176,9 +176,7 @@ class CrowdRule:
         self._phase, self._event_id, self._peak = _Phase.IDLE, None, 0
         return out
 
-    def _transition(
-        self, phase: EventPhase, ts: float, count: int, ended_at: float | None = None
-    ) -> EventTransition:
+    def _transition(self, phase: EventPhase, ts: float, count: int, ended_at: float | None = None) -> EventTransition:
         assert self._event_id is not None
         return EventTransition(
             event_id=self._event_id,

@@ -70,8 +70,7 @@ def cache_name(src: Path, *, gop_s: float, codec: str, max_height: int | None) -
     """File name of ``src``'s conversion: source name + digest of (size, mtime, parameters)."""
     st = src.stat()
     key = "|".join(
-        str(v)
-        for v in (src.name, st.st_size, st.st_mtime_ns, gop_s, codec, max_height, CRF, PRESET, RECIPE_VERSION)
+        str(v) for v in (src.name, st.st_size, st.st_mtime_ns, gop_s, codec, max_height, CRF, PRESET, RECIPE_VERSION)
     )
     digest = hashlib.sha256(key.encode()).hexdigest()[:12]
     height_tag = f"h{max_height}" if max_height is not None else "native"

@@ -278,9 +278,7 @@ def _fields_at(loc: Sequence[str | int]) -> list[str]:
 
 
 def _is_path_annotation(annotation: Any) -> bool:
-    return annotation is Path or (
-        get_origin(annotation) in (Union, types.UnionType) and Path in get_args(annotation)
-    )
+    return annotation is Path or (get_origin(annotation) in (Union, types.UnionType) and Path in get_args(annotation))
 
 
 def _path_fields(model: type[BaseModel], prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
@@ -464,15 +462,11 @@ def _check_csv_header(header: list[str], file: str, line: int) -> list[ConfigIss
             hint = f"did you mean {close[0]!r}? " if close else ""
             note = " (zones need a YAML inventory)" if col == "zones" else ""
             issues.append(
-                ConfigIssue(
-                    file, line, col, f"unknown column {col!r}{note} ({hint}columns: {', '.join(CSV_COLUMNS)})"
-                )
+                ConfigIssue(file, line, col, f"unknown column {col!r}{note} ({hint}columns: {', '.join(CSV_COLUMNS)})")
             )
         seen.add(col)
     issues.extend(
-        ConfigIssue(file, line, col, f"missing required column {col!r}")
-        for col in _CSV_REQUIRED
-        if col not in seen
+        ConfigIssue(file, line, col, f"missing required column {col!r}") for col in _CSV_REQUIRED if col not in seen
     )
     return issues
 
@@ -484,9 +478,7 @@ def _read_yaml_inventory(text: str, file: str, base: Path) -> _Inventory:
         for key in data:
             if key != "cameras":
                 issues.append(
-                    ConfigIssue(
-                        file, _node_line(root, (str(key),)), str(key), "unknown key (expected 'cameras')"
-                    )
+                    ConfigIssue(file, _node_line(root, (str(key),)), str(key), "unknown key (expected 'cameras')")
                 )
         data, items_node = data.get("cameras"), _node_at(root, "cameras")
         if data is None:
@@ -560,9 +552,7 @@ class _Context:
         if len(loc) >= 2 and loc[0] == "cameras" and isinstance(loc[1], int) and loc[1] < len(self.origins):
             origin = self.origins[loc[1]]
             sub = loc[2:]
-            return ConfigIssue(
-                origin.file, origin.line_of(sub), _format_loc(("cameras", origin.index, *sub)), message
-            )
+            return ConfigIssue(origin.file, origin.line_of(sub), _format_loc(("cameras", origin.index, *sub)), message)
         label = self._override_label(loc)
         if label is not None:
             return ConfigIssue(label, None, _format_loc(loc), message)
@@ -719,9 +709,7 @@ def load_config(
         data = {}
     if not isinstance(data, dict):
         kind = type(data).__name__
-        raise ConfigError(
-            [ConfigIssue(file, _node_line(root, ()), "", f"expected a mapping at the top, got {kind}")]
-        )
+        raise ConfigError([ConfigIssue(file, _node_line(root, ()), "", f"expected a mapping at the top, got {kind}")])
     data = dict(data)
 
     # Paths written in the file are relative to the file.
@@ -738,9 +726,7 @@ def load_config(
     if cameras is None:
         cameras = []
     elif not isinstance(cameras, list):
-        issues.append(
-            ConfigIssue(file, _node_line(root, ("cameras",)), "cameras", "expected a list of cameras")
-        )
+        issues.append(ConfigIssue(file, _node_line(root, ("cameras",)), "cameras", "expected a list of cameras"))
         cameras = []
     item_nodes = cameras_node.value if isinstance(cameras_node, yaml.SequenceNode) else []
     origins = [_Origin(file, i, node=n) for i, n in enumerate(item_nodes)]
@@ -771,9 +757,7 @@ def load_config(
             if not inv_path.is_absolute():
                 inv_path = inventory_base / inv_path
             if not inv_path.is_file():
-                issues.append(
-                    ConfigIssue(inventory_label, inventory_line, "cameras_file", f"no such file: {shown}")
-                )
+                issues.append(ConfigIssue(inventory_label, inventory_line, "cameras_file", f"no such file: {shown}"))
             else:
                 try:
                     inv = _read_inventory(inv_path, shown)

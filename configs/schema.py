@@ -42,12 +42,8 @@ class ZoneConfig(_Model):
 
     name: str = Field(min_length=1, max_length=64)
     polygon: list[tuple[float, float]] = Field(min_length=3, description="Vertices (x, y) in frame pixels.")
-    crowd_threshold_people: int = Field(
-        default=5, ge=1, description="People in the zone that count as a crowd."
-    )
-    min_duration_s: float = Field(
-        default=2.0, ge=0, description="The count must hold this long to open an event."
-    )
+    crowd_threshold_people: int = Field(default=5, ge=1, description="People in the zone that count as a crowd.")
+    min_duration_s: float = Field(default=2.0, ge=0, description="The count must hold this long to open an event.")
     cooldown_s: float = Field(default=5.0, ge=0, description="Below threshold this long closes the event.")
 
 
@@ -123,9 +119,7 @@ class RecorderConfig(_Model):
     pre_roll_s: float = Field(default=5.0, ge=0, le=300)
     post_roll_s: float = Field(default=5.0, ge=0, le=300)
     ring_max_bytes: int = Field(default=16 * 1024**2, ge=64 * 1024, description="Per-camera pre-roll cap.")
-    max_clip_s: float = Field(
-        default=300.0, gt=0, description="A clip is cut here even if the event goes on."
-    )
+    max_clip_s: float = Field(default=300.0, gt=0, description="A clip is cut here even if the event goes on.")
 
 
 class IngestConfig(_Model):
@@ -146,9 +140,7 @@ class ClusterConfig(_Model):
     num_shards: int = Field(default=2, ge=1)
     shard_num_cpus: float = Field(default=0.5, gt=0)
     local_num_cpus: int | None = Field(default=None, ge=1, description="CPUs of a local Ray (None: all).")
-    max_in_flight_per_shard: int = Field(
-        default=4, ge=1, description="Detector requests in flight per shard."
-    )
+    max_in_flight_per_shard: int = Field(default=4, ge=1, description="Detector requests in flight per shard.")
     queue_size_per_shard: int = Field(default=16, ge=1, description="Sampled frames waiting per shard.")
     backpressure_policy: BackpressurePolicy = "drop_oldest"
     serve_http_host: str = "127.0.0.1"
@@ -156,10 +148,11 @@ class ClusterConfig(_Model):
 
 
 class MetricsConfig(_Model):
-    """Prometheus exposition: every process serves /metrics on its own port (0 = ephemeral)."""
+    """Prometheus exposition: every shard and detector replica serves /metrics on its own port."""
 
-    host: str = "127.0.0.1"
-    driver_port: int = Field(default=9400, ge=0, le=65535)
+    bind_host: str = Field(
+        default="0.0.0.0", description="Address the exporters bind (127.0.0.1 keeps them off the network)."
+    )
 
 
 class AppConfig(_Model):

@@ -117,9 +117,7 @@ def _class_names_for(num_classes: int, class_names: Sequence[str] | None, path: 
     if class_names is not None:
         names = tuple(class_names)
         if len(names) != num_classes:
-            raise ModelLoadError(
-                f"{path}: {len(names)} class names given for a model with {num_classes} classes"
-            )
+            raise ModelLoadError(f"{path}: {len(names)} class names given for a model with {num_classes} classes")
         return names
     if num_classes == len(COCO_CLASSES):
         return COCO_CLASSES
@@ -186,9 +184,7 @@ class OnnxDetector:
         self._sha256 = digest
         self._input_size = exported_size if input_size is None else input_size
         if self._input_size % 32 != 0 or self._input_size <= 0:
-            raise ModelLoadError(
-                f"{path}: input size must be a positive multiple of 32, got {self._input_size}"
-            )
+            raise ModelLoadError(f"{path}: input size must be a positive multiple of 32, got {self._input_size}")
         self._num_classes = graph_inputs[1]
         self._class_names = _class_names_for(self._num_classes, class_names, path)
         self._score_threshold = score_threshold
@@ -242,12 +238,9 @@ class OnnxDetector:
                 f"{path}: expected one input and one output, got inputs {[i.name for i in inputs]} "
                 f"and outputs {[o.name for o in graph.output]}"
             )
-        in_dims = [
-            d.dim_value if d.HasField("dim_value") else None for d in inputs[0].type.tensor_type.shape.dim
-        ]
+        in_dims = [d.dim_value if d.HasField("dim_value") else None for d in inputs[0].type.tensor_type.shape.dim]
         out_dims = [
-            d.dim_value if d.HasField("dim_value") else None
-            for d in graph.output[0].type.tensor_type.shape.dim
+            d.dim_value if d.HasField("dim_value") else None for d in graph.output[0].type.tensor_type.shape.dim
         ]
         if len(in_dims) != 4 or in_dims[1] != 3 or in_dims[2] is None or in_dims[2] != in_dims[3]:
             raise ModelLoadError(f"{path}: input {inputs[0].name!r} must be N x 3 x S x S, got {in_dims}")
@@ -326,8 +319,7 @@ class OnnxDetector:
         for i, img in enumerate(images_list):
             if img.shape != expected or img.dtype != np.uint8:
                 raise ValueError(
-                    f"image {i} must be uint8 {expected} (letterboxed for {self.name}), "
-                    f"got {img.dtype} {img.shape}"
+                    f"image {i} must be uint8 {expected} (letterboxed for {self.name}), got {img.dtype} {img.shape}"
                 )
         return images_list
 

@@ -19,9 +19,7 @@ YOLOX_STRIDES: tuple[int, ...] = (8, 16, 32)
 
 
 @lru_cache(maxsize=16)
-def anchor_grid(
-    input_h: int, input_w: int, strides: tuple[int, ...] = YOLOX_STRIDES
-) -> tuple[np.ndarray, np.ndarray]:
+def anchor_grid(input_h: int, input_w: int, strides: tuple[int, ...] = YOLOX_STRIDES) -> tuple[np.ndarray, np.ndarray]:
     """Grid offsets ``(A, 2)`` as ``(x, y)`` and strides ``(A, 1)`` for a given input size.
 
     The arrays are cached and read-only.

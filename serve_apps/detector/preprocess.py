@@ -64,9 +64,7 @@ def to_batch(images: Sequence[np.ndarray]) -> np.ndarray:
     first = images[0].shape
     for i, img in enumerate(images):
         if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3 or img.shape != first:
-            raise ValueError(
-                f"image {i} must be uint8 (H, W, 3) like image 0 {first}, got {img.dtype} {img.shape}"
-            )
+            raise ValueError(f"image {i} must be uint8 (H, W, 3) like image 0 {first}, got {img.dtype} {img.shape}")
     batch = np.empty((len(images), 3, first[0], first[1]), dtype=np.float32)
     for i, img in enumerate(images):
         batch[i] = img.transpose(2, 0, 1)

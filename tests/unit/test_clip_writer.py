@@ -94,9 +94,7 @@ def decode(path: Path) -> Decoded:
 def parameter_sets(annexb: bytes) -> list[bytes]:
     """The H.264 SPS and PPS NAL units of an Annex-B access unit, each with a 4-byte start code."""
     starts = [i for i in range(len(annexb) - 3) if annexb[i : i + 3] == b"\x00\x00\x01"]
-    units = [
-        annexb[a + 3 : b].rstrip(b"\x00") for a, b in zip(starts, [*starts[1:], len(annexb)], strict=True)
-    ]
+    units = [annexb[a + 3 : b].rstrip(b"\x00") for a, b in zip(starts, [*starts[1:], len(annexb)], strict=True)]
     return [b"\x00\x00\x00\x01" + u for u in units if u[0] & 0x1F in (7, 8)]
 
 
@@ -285,9 +283,7 @@ def test_rejects_unusable_input(street_stream: Path, tmp_path: Path) -> None:
     assert not list(tmp_path.iterdir())
 
 
-def test_demo_sources_vtest_first(
-    tmp_path: Path, vtest_path: Path, vtest_stream: Path, stream_cache: Path
-) -> None:
+def test_demo_sources_vtest_first(tmp_path: Path, vtest_path: Path, vtest_stream: Path, stream_cache: Path) -> None:
     clips = tmp_path / "clips"
     clips.mkdir()
     (clips / "notes.txt").write_text("not a clip")

@@ -81,9 +81,7 @@ def test_demo_config_loads() -> None:
     assert cfg.state_dir.is_absolute()
 
 
-def test_relative_models_dir_resolves_against_config_dir(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_relative_models_dir_resolves_against_config_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     cfg_path = write(tmp_path, "deploy/conf/app.yaml", "detector:\n  models_dir: ../../weights\n")
     monkeypatch.chdir(tmp_path / "deploy")  # the working directory must not matter
     cfg = load_config(cfg_path, env={})
@@ -355,9 +353,7 @@ def test_yaml_inventory_both_shapes(tmp_path: Path) -> None:
 
 
 def test_cameras_file_merges_and_errors_name_that_file(tmp_path: Path) -> None:
-    inventory = write(
-        tmp_path, "inv/cams.csv", "id,url,analytics_fps\ncam-1,rtsp://h/1,\ncam-2,rtsp://h/2,\n"
-    )
+    inventory = write(tmp_path, "inv/cams.csv", "id,url,analytics_fps\ncam-1,rtsp://h/1,\ncam-2,rtsp://h/2,\n")
     cfg_path = write(
         tmp_path,
         "app.yaml",
@@ -446,12 +442,12 @@ def test_redact_url(url: str, expected: str) -> None:
 def test_nothing_half_applied(tmp_path: Path) -> None:
     # A valid inventory and valid cameras, one bad setting elsewhere: no config at all comes back.
     write(tmp_path, "cams.csv", "id,url\ncam-1,rtsp://h/1\n")
-    path = write(tmp_path, "app.yaml", "cameras_file: cams.csv\nmetrics:\n  driver_port: 70000\n")
+    path = write(tmp_path, "app.yaml", "cameras_file: cams.csv\nmetrics:\n  bind_host: [1, 2]\n")
     result: AppConfig | None = None
     with pytest.raises(ConfigError) as exc:
         result = load_config(path, env={})
     assert result is None
-    assert (only_issue(exc).line, only_issue(exc).location) == (3, "metrics.driver_port")
+    assert (only_issue(exc).line, only_issue(exc).location) == (3, "metrics.bind_host")
 
 
 def test_env_overrides(tmp_path: Path) -> None:

@@ -252,18 +252,14 @@ def test_dense_street_frame_finds_many_people(yolox: OnnxDetector, clips_dir: Pa
     assert sum(d.label == "person" for d in dets) >= 8
 
 
-def test_person_detector_finds_people_on_the_street(
-    detectors: dict[str, OnnxDetector], clips_dir: Path
-) -> None:
+def test_person_detector_finds_people_on_the_street(detectors: dict[str, OnnxDetector], clips_dir: Path) -> None:
     frame = _read_frame(clips_dir / "street_people_walking.mp4", 5)
     (dets,) = detectors["person_lwpd"].detect_frames([frame])
     assert len(dets) >= 3
     assert {d.label for d in dets} == {"person"}
 
 
-def test_detect_on_letterboxed_equals_detect_frames(
-    yolox: OnnxDetector, real_frames: list[np.ndarray]
-) -> None:
+def test_detect_on_letterboxed_equals_detect_frames(yolox: OnnxDetector, real_frames: list[np.ndarray]) -> None:
     frames = real_frames[:3]
     via_frames = yolox.detect_frames(frames)
     via_letterbox = yolox.detect([letterbox(f, yolox.input_size) for f in frames])

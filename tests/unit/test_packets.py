@@ -16,9 +16,7 @@ GOP = 10  # packets per GOP, keyframe first: one GOP per second
 TB = Fraction(1, FPS)
 
 
-def make_packets(
-    n: int, *, size_bytes: int = 100, t0: float = 1000.0, first_index: int = 0
-) -> list[EncodedPacket]:
+def make_packets(n: int, *, size_bytes: int = 100, t0: float = 1000.0, first_index: int = 0) -> list[EncodedPacket]:
     """``n`` packets at 10 fps, a keyframe every GOP packets (counted from index 0)."""
     return [
         EncodedPacket(

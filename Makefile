@@ -1,0 +1,46 @@
+# cctv-cluster: two commands on a fresh machine.
+#   make run    the main job on the embedded default (local Ray, local S3, Serve apps, demo cameras)
+#   make test   venv + system packages + footage, then lint and the whole test suite
+# Extra arguments for the job: make run ARGS="--duration 120 --cameras 8"
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+CACHE  ?= .cache
+ARGS   ?=
+PYTEST_ARGS ?=
+
+export RAY_USAGE_STATS_ENABLED ?= 0
+
+.PHONY: run test lint venv system-deps footage bench clean
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+# Debian packages the tests use: Prometheus server + promtool (real scrapes, rule tests).
+system-deps:
+	@command -v promtool >/dev/null && command -v prometheus >/dev/null || { \
+	  echo "installing Debian package prometheus"; \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q prometheus; }
+
+# vtest.avi from Debian's opencv-doc, then every clip converted once to H.264 with a 1 s GOP.
+footage: venv
+	scripts/fetch_vtest.sh $(CACHE)/footage
+	$(VENV)/bin/cctv footage prepare --cache-dir $(CACHE)
+
+run: venv footage
+	$(VENV)/bin/cctv run $(ARGS)
+
+lint: venv
+	$(VENV)/bin/ruff check .
+
+test: venv system-deps footage lint
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf state .pytest_cache .ruff_cache

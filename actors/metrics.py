@@ -1,0 +1,48 @@
+"""Prometheus metrics of the data plane (decoder shards).
+
+Cardinality is designed for a city: per-camera series exist only for a few gauges
+(up, last-packet age, state); counters and histograms are per shard.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+LATENCY_BUCKETS_S = (0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
+
+PACKETS = Counter("cctv_packets_demuxed_total", "Compressed packets demuxed from camera streams.", ["shard"])
+STREAM_BYTES = Counter("cctv_stream_bytes_total", "Compressed bytes received from camera streams.", ["shard"])
+FRAMES_DECODED = Counter(
+    "cctv_frames_decoded_total", "Frames decoded (keyframe mode decodes keyframes only).", ["shard"]
+)
+FRAMES_SAMPLED = Counter("cctv_frames_sampled_total", "Decoded frames chosen by the sampler for analysis.", ["shard"])
+FRAMES_DROPPED = Counter(
+    "cctv_frames_dropped_total",
+    "Sampled frames dropped before analysis, by reason (queue_full_drop_newest, queue_full_drop_oldest, "
+    "detector_error, detector_timeout).",
+    ["shard", "reason"],
+)
+FRAMES_ANALYSED = Counter("cctv_frames_analysed_total", "Frames whose detections reached the rules.", ["shard"])
+DETECTIONS = Counter("cctv_detections_total", "Objects detected, by class label.", ["shard", "label"])
+QUEUE_DEPTH = Gauge("cctv_shard_queue_depth", "Sampled frames waiting for a detector slot.", ["shard"])
+IN_FLIGHT = Gauge("cctv_shard_detector_in_flight", "Detector requests in flight from this shard.", ["shard"])
+E2E_LATENCY = Histogram(
+    "cctv_e2e_latency_seconds",
+    "Frame capture (packet received) to detections applied by the rules.",
+    ["shard"],
+    buckets=LATENCY_BUCKETS_S,
+)
+DETECT_CALL_LATENCY = Histogram(
+    "cctv_detector_call_seconds",
+    "Round trip of one detector request through the Serve handle, seen by the shard.",
+    ["shard"],
+    buckets=LATENCY_BUCKETS_S,
+)
+EVENTS = Counter("cctv_events_total", "Event transitions, by type and phase.", ["shard", "type", "phase"])
+CLIPS = Counter("cctv_clips_written_total", "Event clips written and handed to the upload spool.", ["shard"])
+CAMERAS = Gauge("cctv_shard_cameras", "Cameras owned by this shard, by state.", ["shard", "state"])
+CAMERA_UP = Gauge("cctv_camera_up", "1 when the camera is streaming, else 0.", ["camera", "district"])
+CAMERA_AGE = Gauge(
+    "cctv_camera_last_packet_age_seconds", "Seconds since the camera's last packet.", ["camera", "district"]
+)
+RECONNECTS = Counter("cctv_camera_reconnects_total", "Stream reconnect attempts.", ["shard"])

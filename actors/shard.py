@@ -1,0 +1,406 @@
+"""DecoderShard: the Ray actor that owns a shard of the cameras.
+
+For each of its cameras it holds one persistent demuxer/decoder (:class:`CameraStream`),
+a compressed pre-roll ring, and the analytics rules' state. Sampled frames go through a
+bounded :class:`DropQueue` to a fixed number of detector workers (the in-flight bound);
+detections come back here, to the shard that owns the camera, and drive the rules and
+the clip recorder.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+
+import ray
+from ray import serve
+
+from actors import metrics as m
+from actors.backpressure import DropQueue
+from actors.camera_state import CameraState, CameraStatus
+from actors.packets import EncodedPacket, PacketRing, StreamInfo
+from actors.recorder import ClipDone, ClipRecorder
+from actors.rules import CrowdRule, EventTransition
+from actors.stream import CameraStream, SampledFrame, StreamCounters
+from configs.schema import CameraConfig, ClusterConfig, DetectorConfig, IngestConfig, RecorderConfig
+from serve_apps.detector.deployment import DETECTOR_APP, DETECTOR_DEPLOYMENT
+from serve_apps.detector.preprocess import letterbox
+from serve_apps.detector.types import DetectRequest, DetectResult
+from serve_apps.metrics_export import export_metrics
+from storage.clip_store import ClipStore
+from storage.spool import UploadSpool
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class S3Access:
+    """Where and how a shard reaches the object store (passed to the actor, never logged)."""
+
+    endpoint: str
+    access_key: str
+    secret_key: str
+    bucket: str
+    secure: bool = False
+    region: str | None = None
+
+    def __repr__(self) -> str:  # keep secrets out of logs and tracebacks
+        return f"S3Access(endpoint={self.endpoint!r}, bucket={self.bucket!r})"
+
+
+@dataclass(frozen=True, slots=True)
+class ShardSettings:
+    """Everything a shard needs besides its cameras (one typed message, not loose kwargs)."""
+
+    shard_id: str
+    namespace: str
+    cluster: ClusterConfig
+    ingest: IngestConfig
+    recorder: RecorderConfig
+    detector: DetectorConfig
+    s3: S3Access
+    spool_max_bytes: int
+    state_dir: Path
+    metrics_bind_host: str = "0.0.0.0"
+
+
+@dataclass(frozen=True, slots=True)
+class ShardStats:
+    """Totals for one shard (what benchmarks and tests read)."""
+
+    shard_id: str
+    cameras: int
+    packets: int
+    frames_decoded: int
+    frames_sampled: int
+    frames_dropped: int
+    frames_analysed: int
+    detector_errors: int
+    events: int
+    clips_written: int
+    clips_failed: int
+    spool_pending: int
+    batch_sizes: dict[int, int]
+    e2e_latency_ms: tuple[float, ...]
+    metrics_address: str
+
+
+@dataclass(frozen=True, slots=True)
+class EventNotice:
+    """An event transition as kept by the shard for status/API queries."""
+
+    transition: EventTransition
+    received_ts: float
+
+
+class _Camera:
+    """Everything a shard keeps for one camera."""
+
+    def __init__(self, cfg: CameraConfig, stream: CameraStream, ring: PacketRing) -> None:
+        self.cfg = cfg
+        self.stream = stream
+        self.ring = ring
+        self.rules = [CrowdRule(cfg.id, z) for z in cfg.zones]
+        self.lock = threading.Lock()
+
+
+class DecoderShard:
+    """Owns its cameras' decoders, rule state and clip recording (run as a Ray actor)."""
+
+    def __init__(self, settings: ShardSettings) -> None:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        self.s = settings
+        self.shard_id = settings.shard_id
+        cl = settings.cluster
+        self._queue: DropQueue[SampledFrame] = DropQueue(cl.queue_size_per_shard, cl.backpressure_policy)
+        self._cams: dict[str, _Camera] = {}
+        self._cams_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._in_flight = 0
+        self._in_flight_lock = threading.Lock()
+        self._batch_sizes: dict[int, int] = {}
+        self._e2e_ms: deque[float] = deque(maxlen=5000)
+        self._events: deque[EventNotice] = deque(maxlen=1000)
+        self._n_events = 0
+        self._analysed = 0
+        self._detector_errors = 0
+        self._detector_name = "unknown"
+        self._dropped_by_camera: dict[str, int] = {}
+        self._retired = StreamCounters()  # totals of cameras no longer owned, so stats stay cumulative
+        self.metrics_address = export_metrics(
+            "shard", self.shard_id, bind_host=settings.metrics_bind_host, namespace=settings.namespace
+        )
+
+        node_dir = settings.state_dir / "shards" / self.shard_id
+        s3 = settings.s3
+        store = ClipStore(s3.endpoint, s3.access_key, s3.secret_key, s3.bucket, secure=s3.secure, region=s3.region)
+        self.spool = UploadSpool(node_dir / "spool", store, max_bytes=settings.spool_max_bytes)
+        self.spool.start()
+        self.recorder = ClipRecorder(
+            settings.recorder,
+            staging_dir=node_dir / "staging",
+            spool=self.spool,
+            ring_of=lambda cid: c.ring if (c := self._cams.get(cid)) else None,
+            info_of=lambda cid: c.stream.info if (c := self._cams.get(cid)) else None,
+            detector_name=lambda: self._detector_name,
+            on_clip=self._on_clip,
+        )
+        self._handle = serve.get_deployment_handle(DETECTOR_DEPLOYMENT, app_name=DETECTOR_APP)
+        self._workers = [
+            threading.Thread(target=self._detect_loop, name=f"detect-{i}", daemon=True)
+            for i in range(cl.max_in_flight_per_shard)
+        ]
+        for w in self._workers:
+            w.start()
+        self._metrics_thread = threading.Thread(target=self._metrics_loop, name="metrics", daemon=True)
+        self._last_counts: dict[str, tuple[int, int, int, int, int]] = {}
+        self._metrics_thread.start()
+        log.info("shard %s up, metrics at %s", self.shard_id, self.metrics_address)
+
+    # -- camera management (called by the controller) -----------------------------------
+
+    def add_cameras(self, cameras: list[CameraConfig]) -> list[str]:
+        """Start streams for cameras not yet owned; returns the ids started."""
+        started = []
+        for cfg in cameras:
+            with self._cams_lock:
+                if cfg.id in self._cams:
+                    continue
+                ring_s = self.s.recorder.pre_roll_s + max((z.min_duration_s for z in cfg.zones), default=0) + 10.0
+                ring = PacketRing(max_seconds=ring_s, max_bytes=self.s.recorder.ring_max_bytes)
+                stream = CameraStream(
+                    cfg,
+                    shard=self.shard_id,
+                    ingest=self.s.ingest,
+                    ring=ring,
+                    on_frame=self._on_frame,
+                    on_packet=self._make_packet_hook(cfg.id),
+                    on_stream_info=self._make_info_hook(cfg.id),
+                )
+                self._cams[cfg.id] = _Camera(cfg, stream, ring)
+            stream.start()
+            started.append(cfg.id)
+        return started
+
+    def remove_cameras(self, camera_ids: list[str]) -> list[str]:
+        """Stop and forget cameras; their open clips are finished and uploaded."""
+        removed = []
+        for cid in camera_ids:
+            with self._cams_lock:
+                cam = self._cams.pop(cid, None)
+            if cam is None:
+                continue
+            cam.stream.stop()
+            for name in ("packets", "keyframes", "bytes", "frames_decoded", "frames_sampled", "reconnects"):
+                setattr(self._retired, name, getattr(self._retired, name) + getattr(cam.stream.counters, name))
+            self._flush_counters(cid, cam)
+            self._last_counts.pop(cid, None)
+            now = time.time()
+            with cam.lock:
+                for rule in cam.rules:
+                    for ev in rule.close(now):
+                        self._emit(ev)
+            self.recorder.close_camera(cid)
+            m.CAMERA_UP.remove(cid, cam.cfg.district)
+            m.CAMERA_AGE.remove(cid, cam.cfg.district)
+            removed.append(cid)
+        return removed
+
+    def camera_ids(self) -> list[str]:
+        return sorted(self._cams)
+
+    def status(self) -> list[CameraStatus]:
+        return [c.stream.status() for c in list(self._cams.values())]
+
+    def recent_events(self, since_ts: float = 0.0) -> list[EventNotice]:
+        return [e for e in list(self._events) if e.received_ts >= since_ts]
+
+    def stats(self) -> ShardStats:
+        cams = list(self._cams.values())
+        return ShardStats(
+            shard_id=self.shard_id,
+            cameras=len(cams),
+            packets=self._retired.packets + sum(c.stream.counters.packets for c in cams),
+            frames_decoded=self._retired.frames_decoded + sum(c.stream.counters.frames_decoded for c in cams),
+            frames_sampled=self._retired.frames_sampled + sum(c.stream.counters.frames_sampled for c in cams),
+            frames_dropped=sum(self._dropped_by_camera.values()),
+            frames_analysed=self._analysed,
+            detector_errors=self._detector_errors,
+            events=self._n_events,
+            clips_written=self.recorder.stats.clips_written,
+            clips_failed=self.recorder.stats.clips_failed,
+            spool_pending=self.spool.pending(),
+            batch_sizes=dict(self._batch_sizes),
+            e2e_latency_ms=tuple(self._e2e_ms),
+            metrics_address=self.metrics_address,
+        )
+
+    def ready(self) -> str:
+        return self.shard_id
+
+    def stop(self, drain_timeout_s: float = 30.0) -> ShardStats:
+        """Stop in reverse order of start: cameras, detector workers, recorder, spool."""
+        for cid in list(self._cams):
+            self.remove_cameras([cid])
+        self._stop.set()
+        for item in self._queue.close():
+            self._count_drop(item.camera_id, "shutdown")
+        for w in self._workers:
+            w.join(5.0)
+        self.recorder.stop(drain_timeout_s)
+        self.spool.wait_drained(drain_timeout_s)
+        self.spool.stop(5.0)
+        stats = self.stats()
+        self._sync_metrics()
+        return stats
+
+    # -- hot path -------------------------------------------------------------------------
+
+    def _make_packet_hook(self, camera_id: str):
+        recorder = self.recorder
+
+        def hook(pkt: EncodedPacket) -> None:
+            recorder.on_packet(camera_id, pkt)
+
+        return hook
+
+    def _make_info_hook(self, camera_id: str):
+        def hook(info: StreamInfo) -> None:
+            log.info("camera %s: %s %dx%d", camera_id, info.codec_name, info.width, info.height)
+
+        return hook
+
+    def _on_frame(self, frame: SampledFrame) -> None:
+        dropped = self._queue.put(frame)
+        if dropped is not None:
+            self._count_drop(dropped.camera_id, f"queue_full_{self._queue.policy}")
+
+    def _count_drop(self, camera_id: str, reason: str) -> None:
+        self._dropped_by_camera[camera_id] = self._dropped_by_camera.get(camera_id, 0) + 1
+        cam = self._cams.get(camera_id)
+        if cam is not None:
+            cam.stream.frames_dropped += 1
+        m.FRAMES_DROPPED.labels(self.shard_id, reason).inc()
+
+    def _detect_loop(self) -> None:
+        size = self.s.detector.input_size
+        timeout_s = self.s.detector.request_timeout_s
+        while not self._stop.is_set():
+            frame = self._queue.get(timeout_s=0.5)
+            if frame is None:
+                continue
+            req = DetectRequest(
+                camera_id=frame.camera_id,
+                frame_seq=frame.frame_seq,
+                capture_ts=frame.capture_ts,
+                letterboxed=letterbox(frame.image, size),
+            )
+            with self._in_flight_lock:
+                self._in_flight += 1
+            t0 = time.perf_counter()
+            try:
+                result: DetectResult = self._handle.detect.remote(req).result(timeout_s=timeout_s)
+            except TimeoutError:
+                self._detector_errors += 1
+                self._count_drop(frame.camera_id, "detector_timeout")
+                continue
+            except (ray.exceptions.RayError, RuntimeError) as exc:
+                # Serve raises its own errors (BackPressureError, replica death) as RayError subclasses.
+                self._detector_errors += 1
+                self._count_drop(frame.camera_id, "detector_error")
+                log.warning("detector request for camera %s failed: %s", frame.camera_id, type(exc).__name__)
+                self._stop.wait(0.05)
+                continue
+            finally:
+                with self._in_flight_lock:
+                    self._in_flight -= 1
+            m.DETECT_CALL_LATENCY.labels(self.shard_id).observe(time.perf_counter() - t0)
+            self._on_result(result)
+
+    def _on_result(self, result: DetectResult) -> None:
+        cam = self._cams.get(result.camera_id)
+        if cam is None:
+            return  # removed while the request was in flight
+        self._detector_name = result.model
+        self._batch_sizes[result.batch_size] = self._batch_sizes.get(result.batch_size, 0) + 1
+        with cam.lock:
+            cam.stream.detections_received += 1
+            transitions = [t for rule in cam.rules for t in rule.update(result.capture_ts, result.detections)]
+        for t in transitions:
+            self._emit(t)
+        labels: dict[str, int] = {}
+        for d in result.detections:
+            labels[d.label] = labels.get(d.label, 0) + 1
+        for label, n in labels.items():
+            m.DETECTIONS.labels(self.shard_id, label).inc(n)
+        self._analysed += 1
+        m.FRAMES_ANALYSED.labels(self.shard_id).inc()
+        latency_s = time.time() - result.capture_ts
+        self._e2e_ms.append(latency_s * 1000.0)
+        m.E2E_LATENCY.labels(self.shard_id).observe(latency_s)
+
+    def _emit(self, t: EventTransition) -> None:
+        self._n_events += 1
+        self._events.append(EventNotice(t, time.time()))
+        m.EVENTS.labels(self.shard_id, t.event_type, t.phase.value).inc()
+        if t.phase.value == "opened":
+            cam = self._cams.get(t.camera_id)
+            if cam is not None:
+                cam.stream.events_opened += 1
+        log.info(
+            "event %s %s camera=%s zone=%s count=%d peak=%d",
+            t.event_type,
+            t.phase.value,
+            t.camera_id,
+            t.zone,
+            t.count,
+            t.peak_count,
+        )
+        self.recorder.on_event(t)
+
+    def _on_clip(self, done: ClipDone) -> None:
+        m.CLIPS.labels(self.shard_id).inc()
+
+    # -- metrics ---------------------------------------------------------------------------
+
+    def _metrics_loop(self) -> None:
+        while not self._stop.wait(1.0):
+            self._sync_metrics()
+
+    def _flush_counters(self, cid: str, cam: _Camera) -> None:
+        """Add what a camera's counters gained since the last flush to the shard's Prometheus counters."""
+        shard, c = self.shard_id, cam.stream.counters
+        cur = (c.packets, c.bytes, c.frames_decoded, c.frames_sampled, c.reconnects)
+        prev = self._last_counts.get(cid, (0, 0, 0, 0, 0))
+        self._last_counts[cid] = cur
+        d = [max(a - b, 0) for a, b in zip(cur, prev, strict=True)]
+        m.PACKETS.labels(shard).inc(d[0])
+        m.STREAM_BYTES.labels(shard).inc(d[1])
+        m.FRAMES_DECODED.labels(shard).inc(d[2])
+        m.FRAMES_SAMPLED.labels(shard).inc(d[3])
+        m.RECONNECTS.labels(shard).inc(d[4])
+
+    def _sync_metrics(self) -> None:
+        """Publish counters as deltas of the streams' own counters (no Prometheus in the hot path)."""
+        shard = self.shard_id
+        now = time.time()
+        by_state: dict[str, int] = {s.value: 0 for s in CameraState}
+        for cid, cam in list(self._cams.items()):
+            self._flush_counters(cid, cam)
+            st = cam.stream
+            state = st.status().state
+            by_state[state.value] += 1
+            m.CAMERA_UP.labels(cid, cam.cfg.district).set(1.0 if state is CameraState.STREAMING else 0.0)
+            if st.last_packet_ts is not None:
+                m.CAMERA_AGE.labels(cid, cam.cfg.district).set(now - st.last_packet_ts)
+        for state, n in by_state.items():
+            m.CAMERAS.labels(shard, state).set(n)
+        m.QUEUE_DEPTH.labels(shard).set(len(self._queue))
+        m.IN_FLIGHT.labels(shard).set(self._in_flight)
+
+
+RemoteDecoderShard = ray.remote(max_restarts=3, max_task_retries=0, max_concurrency=8)(DecoderShard)

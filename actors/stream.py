@@ -1,0 +1,321 @@
+"""One camera: demux → compressed ring buffer → sampler → decode → frames for the detector.
+
+A :class:`CameraStream` owns one persistent demuxer and decoder, in one thread, for
+the life of the camera (reconnecting as needed). PyAV releases the GIL while it
+demuxes and decodes, so one shard process runs many such threads.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import av
+import numpy as np
+
+from actors.camera_state import CameraState, CameraStatus, StateMachine
+from actors.packets import EncodedPacket, PacketRing, StreamInfo
+from configs.loader import redact_url
+from configs.schema import CameraConfig, IngestConfig
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class SampledFrame:
+    """A decoded frame chosen by the sampler, on its way to the detector."""
+
+    camera_id: str
+    frame_seq: int
+    capture_ts: float
+    image: np.ndarray  # BGR, frame resolution
+
+
+@dataclass(slots=True)
+class StreamCounters:
+    """Monotonic per-camera counters (read by the shard for metrics and status)."""
+
+    packets: int = 0
+    keyframes: int = 0
+    bytes: int = 0
+    frames_decoded: int = 0
+    frames_sampled: int = 0
+    reconnects: int = 0
+
+
+class StreamEnded(Exception):
+    """A non-looping file reached its end."""
+
+
+def is_file_source(url: str) -> bool:
+    """True for local files (plain paths or file:// URLs), which are paced at native rate."""
+    scheme = urlsplit(url).scheme.lower()
+    return scheme in {"", "file"} or len(scheme) == 1  # a Windows drive letter reads as a scheme
+
+
+def _open_options(url: str, ingest: IngestConfig) -> dict[str, str]:
+    scheme = urlsplit(url).scheme.lower()
+    opts: dict[str, str] = {}
+    if scheme in {"rtsp", "rtsps"}:
+        opts["rtsp_transport"] = "tcp"
+        opts["stimeout"] = str(int(ingest.stall_timeout_s * 1e6))
+        opts["timeout"] = str(int(ingest.stall_timeout_s * 1e6))
+    elif scheme in {"http", "https"}:
+        opts["rw_timeout"] = str(int(ingest.stall_timeout_s * 1e6))
+        opts["reconnect"] = "0"
+    return opts
+
+
+class CameraStream:
+    """Demux, buffer, sample and decode one camera in its own thread.
+
+    Args:
+        cfg: The camera.
+        shard: Name of the owning shard (for status).
+        ingest: Time-outs and back-off.
+        ring: Pre-roll ring buffer of compressed packets for this camera.
+        on_frame: Called from the camera thread with each sampled frame. Must not block.
+        on_packet: Called with each packet after it entered the ring (the recorder).
+        on_stream_info: Called when the stream (re)opens with its codec parameters.
+    """
+
+    def __init__(
+        self,
+        cfg: CameraConfig,
+        *,
+        shard: str,
+        ingest: IngestConfig,
+        ring: PacketRing,
+        on_frame: Callable[[SampledFrame], None],
+        on_packet: Callable[[EncodedPacket], None] | None = None,
+        on_stream_info: Callable[[StreamInfo], None] | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.shard = shard
+        self.ingest = ingest
+        self.ring = ring
+        self._on_frame = on_frame
+        self._on_packet = on_packet
+        self._on_stream_info = on_stream_info
+        self.sm = StateMachine()
+        self.counters = StreamCounters()
+        self.info: StreamInfo | None = None
+        self.last_packet_ts: float | None = None
+        self.frames_dropped = 0
+        self.detections_received = 0
+        self.events_opened = 0
+        self._frame_seq = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"cam-{cfg.id}", daemon=True)
+        self._file = is_file_source(cfg.url)
+        self._safe_url = redact_url(cfg.url)
+        # Timestamps keep rising across loops and reconnects so clips stay monotonic.
+        self._ts_offset_s = 0.0
+        self._next_sample_t = 0.0
+
+    # -- life cycle -------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        self._stop.set()
+        self._thread.join(timeout_s)
+        self.sm.to(CameraState.RETIRED, "stopped")
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def status(self) -> CameraStatus:
+        state = self.sm.state
+        now = time.time()
+        if (
+            state is CameraState.STREAMING
+            and self.last_packet_ts is not None
+            and now - self.last_packet_ts > self.ingest.stall_timeout_s
+        ):
+            self.sm.to(CameraState.STALLED, f"no packet for {now - self.last_packet_ts:.1f} s")
+            state = CameraState.STALLED
+        return CameraStatus(
+            camera_id=self.cfg.id,
+            district=self.cfg.district,
+            shard=self.shard,
+            state=state,
+            reason=self.sm.reason,
+            since_ts=self.sm.since_ts,
+            last_packet_ts=self.last_packet_ts,
+            packets=self.counters.packets,
+            keyframes=self.counters.keyframes,
+            frames_decoded=self.counters.frames_decoded,
+            frames_sampled=self.counters.frames_sampled,
+            frames_dropped=self.frames_dropped,
+            detections_received=self.detections_received,
+            reconnects=self.counters.reconnects,
+            events_opened=self.events_opened,
+            width=self.info.width if self.info else None,
+            height=self.info.height if self.info else None,
+            codec=self.info.codec_name if self.info else None,
+        )
+
+    # -- the camera thread ------------------------------------------------------------
+
+    def _run(self) -> None:
+        failures = 0
+        backoff_s = self.ingest.reconnect_initial_s
+        while not self._stop.is_set():
+            try:
+                got_packets = self._session()
+            except StreamEnded:
+                self.sm.to(CameraState.DOWN, "end of file (loop is off)")
+                return
+            except (av.error.FFmpegError, OSError, ValueError, IndexError) as exc:
+                got_packets = False
+                failures += 1
+                reason = self._describe(exc)
+                state = (
+                    CameraState.DOWN if failures >= self.ingest.max_failures_before_down else CameraState.RECONNECTING
+                )
+                self.sm.to(state, reason)
+                log.warning("camera %s %s: %s", self.cfg.id, state.value, reason)
+            else:
+                if got_packets:
+                    failures, backoff_s = 0, self.ingest.reconnect_initial_s
+                    if self._file and self.cfg.loop:
+                        continue  # loop a file at once, as a live source would go on
+                    self.sm.to(CameraState.RECONNECTING, "stream ended")
+                else:
+                    failures += 1
+                    self.sm.to(
+                        CameraState.DOWN
+                        if failures >= self.ingest.max_failures_before_down
+                        else CameraState.RECONNECTING,
+                        "stream opened but carried no video packet",
+                    )
+            if self._stop.is_set():
+                break
+            self.counters.reconnects += 1
+            delay_s = backoff_s * random.uniform(0.8, 1.2)
+            backoff_s = min(backoff_s * 2, self.ingest.reconnect_max_s)
+            self._stop.wait(delay_s)
+
+    def _describe(self, exc: BaseException) -> str:
+        text = str(exc).replace(self.cfg.url, self._safe_url)
+        return f"{type(exc).__name__}: {redact_url(text)}"[:300]
+
+    def _session(self) -> bool:
+        """Open the source once and pump it until it ends; True if any packet arrived."""
+        if self.sm.state is not CameraState.CONNECTING:
+            self.sm.to(CameraState.CONNECTING, f"opening {self._safe_url}")
+        url = self.cfg.url
+        if self._file:
+            path = Path(urlsplit(url).path if url.startswith("file:") else url)
+            if not path.is_file():
+                raise FileNotFoundError(f"no such file: {path}")
+            url = str(path)
+        container = av.open(
+            url,
+            options=_open_options(self.cfg.url, self.ingest),
+            timeout=(self.ingest.open_timeout_s, self.ingest.stall_timeout_s),
+        )
+        try:
+            if not container.streams.video:
+                raise ValueError("source has no video stream")
+            stream = container.streams.video[0]
+            info = StreamInfo.from_av_stream(stream)
+            if self.info is not None and (info.codec_name, info.width, info.height) != (
+                self.info.codec_name,
+                self.info.width,
+                self.info.height,
+            ):
+                # Old packets belong to another stream: a clip must not mix them.
+                self.ring.clear()
+            self.info = info
+            if self._on_stream_info is not None:
+                self._on_stream_info(info)
+            return self._pump(container, stream)
+        finally:
+            container.close()
+
+    def _pump(self, container: av.container.InputContainer, stream: av.VideoStream) -> bool:
+        codec = stream.codec_context
+        keyframe_only = self.cfg.decode_mode == "keyframe"
+        if keyframe_only:
+            codec.skip_frame = "NONKEY"
+        tb = stream.time_base
+        if tb is None:
+            raise ValueError("video stream has no time base")
+        interval_s = 1.0 / self.cfg.analytics_fps
+        start_wall = time.time()
+        first_t: float | None = None
+        last_t = 0.0
+        got = False
+        for packet in container.demux(stream):
+            if self._stop.is_set():
+                break
+            if packet.size == 0:
+                continue  # flush packet at end of stream
+            raw_ts = packet.pts if packet.pts is not None else packet.dts
+            t = float(raw_ts * tb) if raw_ts is not None else last_t
+            if first_t is None:
+                first_t = t
+            t_rel = t - first_t
+            if self._file:
+                # Files are replayed as live cameras: at their native rate.
+                delay_s = start_wall + t_rel - time.time()
+                if delay_s > 0 and self._stop.wait(delay_s):
+                    break
+            now = time.time()
+            if not got:
+                got = True
+                self.sm.to(CameraState.STREAMING, "receiving packets")
+            elif self.sm.state is CameraState.STALLED:
+                self.sm.to(CameraState.STREAMING, "packets resumed")
+            stream_t = self._ts_offset_s + t_rel
+            last_t = max(last_t, t)
+            offset_ticks = round(self._ts_offset_s / tb)
+            pkt = EncodedPacket(
+                data=bytes(packet),
+                pts=None if packet.pts is None else packet.pts - round(first_t / tb) + offset_ticks,
+                dts=None if packet.dts is None else packet.dts - round(first_t / tb) + offset_ticks,
+                duration=packet.duration,
+                time_base=tb,
+                is_keyframe=packet.is_keyframe,
+                wall_ts=now,
+            )
+            self.ring.append(pkt)
+            if self._on_packet is not None:
+                self._on_packet(pkt)
+            c = self.counters
+            c.packets += 1
+            c.bytes += packet.size
+            c.keyframes += int(packet.is_keyframe)
+            self.last_packet_ts = now
+            if keyframe_only and not packet.is_keyframe:
+                continue  # never hand a non-key packet to the decoder
+            for frame in codec.decode(packet):
+                c.frames_decoded += 1
+                frame_t = stream_t if frame.pts is None else self._ts_offset_s + float(frame.pts * tb) - first_t
+                if self.cfg.decode_mode != "all" and frame_t + 1e-3 < self._next_sample_t:
+                    continue
+                self._next_sample_t = max(self._next_sample_t + interval_s, frame_t + interval_s * 0.5)
+                c.frames_sampled += 1
+                self._frame_seq += 1
+                self._on_frame(
+                    SampledFrame(
+                        camera_id=self.cfg.id,
+                        frame_seq=self._frame_seq,
+                        capture_ts=now,
+                        image=frame.to_ndarray(format="bgr24"),
+                    )
+                )
+        if first_t is not None:
+            frame_s = 1.0 / float(stream.average_rate) if stream.average_rate else 0.04
+            self._ts_offset_s += (last_t - first_t) + frame_s
+        return got

@@ -1,0 +1,242 @@
+"""The one place that starts everything and stops it in reverse.
+
+Order of start: state dir → object store (embedded SeaweedFS unless an endpoint is
+configured) → Ray (local unless an address is configured) → metrics target registry →
+Serve apps (detector, control API) → camera controller and its shards → cameras →
+Prometheus discovery file. :meth:`Runtime.stop` undoes exactly what was started, last
+first, and keeps going if one step fails so nothing is left running.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import ray
+from ray import serve
+
+from actors.shard import S3Access, ShardSettings, ShardStats
+from cluster.controller import CONTROLLER_NAME, RemoteCameraController
+from configs.schema import AppConfig, CameraConfig
+from serve_apps.api.app import API_APP, build_api_app
+from serve_apps.detector.deployment import DETECTOR_APP, build_detector_app
+from serve_apps.metrics_export import TARGETS_ACTOR, MetricsTargets, file_sd
+from storage.clip_store import ClipStore
+from storage.embedded_s3 import EmbeddedS3
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoints:
+    """Where a user looks once the job runs."""
+
+    serve_url: str
+    dashboard_url: str | None
+    s3_endpoint: str
+    bucket: str
+    prometheus_file_sd: Path
+    ray_logs: str | None
+
+
+@dataclass
+class _Step:
+    name: str
+    undo: Callable[[], None]
+
+
+@dataclass
+class Runtime:
+    """Starts the job described by an :class:`AppConfig`; a context manager.
+
+    Args:
+        cfg: The validated configuration.
+        include_dashboard: Start Ray's dashboard with a local Ray (costs ~150 MB).
+        ray_init_kwargs: Extra arguments for a local ``ray.init`` (tests shrink memory).
+    """
+
+    cfg: AppConfig
+    include_dashboard: bool = True
+    ray_init_kwargs: dict[str, object] = field(default_factory=dict)
+    endpoints: Endpoints | None = None
+    store: ClipStore | None = None
+    controller: ray.actor.ActorHandle | None = None
+    _steps: list[_Step] = field(default_factory=list)
+    _sd_stop: threading.Event = field(default_factory=threading.Event)
+    final_stats: list[ShardStats] = field(default_factory=list)
+    _ray_info: dict[str, str] = field(default_factory=dict)
+    stored_clips: list[str] = field(default_factory=list)
+
+    def __enter__(self) -> Runtime:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- start ------------------------------------------------------------------------------
+
+    def start(self) -> Endpoints:
+        cfg = self.cfg
+        state = cfg.state_dir.resolve()
+        state.mkdir(parents=True, exist_ok=True)
+
+        s3 = self._start_object_store(state)
+        self.store = ClipStore(s3.endpoint, s3.access_key, s3.secret_key, s3.bucket, secure=s3.secure, region=s3.region)
+        self.store.ensure_bucket()
+        self._push("clip inventory", self._take_clip_inventory)  # runs after shards drained, before S3 stops
+
+        started_ray = self._start_ray(state)
+        ns = cfg.cluster.namespace
+        registry = MetricsTargets.options(name=TARGETS_ACTOR, namespace=ns, get_if_exists=True).remote()
+        self._push("metrics registry", lambda: ray.kill(registry))
+
+        serve.start(http_options={"host": cfg.cluster.serve_http_host, "port": cfg.cluster.serve_http_port})
+        if started_ray:
+            self._push("serve", serve.shutdown)  # undone after the apps: Serve's controller and proxies
+        serve.run(build_detector_app(cfg.detector, ns, cfg.metrics.bind_host), name=DETECTOR_APP, route_prefix=None)
+        self._push("detector app", lambda: serve.delete(DETECTOR_APP))
+        serve.run(build_api_app(CONTROLLER_NAME, ns), name=API_APP, route_prefix="/")
+        self._push("api app", lambda: serve.delete(API_APP))
+
+        base = ShardSettings(
+            shard_id="",
+            namespace=ns,
+            cluster=cfg.cluster,
+            ingest=cfg.ingest,
+            recorder=cfg.recorder,
+            detector=cfg.detector,
+            s3=s3,
+            spool_max_bytes=cfg.storage.spool_max_bytes,
+            state_dir=state,
+            metrics_bind_host=cfg.metrics.bind_host,
+        )
+        controller = RemoteCameraController.options(name=CONTROLLER_NAME, namespace=ns).remote(
+            base, cfg.cluster.num_shards
+        )
+        ray.get(controller.shard_ids.remote())
+        self.controller = controller
+        self._push("controller", self._stop_controller)
+
+        if cfg.cameras:
+            self.add_cameras(list(cfg.cameras))
+
+        sd_path = state / "prometheus" / "targets.json"
+        sd_thread = threading.Thread(target=self._write_file_sd, args=(registry, sd_path), daemon=True)
+        sd_thread.start()
+        self._push("prometheus file_sd", lambda: (self._sd_stop.set(), sd_thread.join(5.0)))
+
+        http = cfg.cluster.serve_http_host
+        self.endpoints = Endpoints(
+            serve_url=f"http://{http}:{cfg.cluster.serve_http_port}",
+            dashboard_url=self._ray_info.get("dashboard_url"),
+            s3_endpoint=s3.endpoint,
+            bucket=s3.bucket,
+            prometheus_file_sd=sd_path,
+            ray_logs=self._ray_info.get("logs"),
+        )
+        return self.endpoints
+
+    def add_cameras(self, cameras: list[CameraConfig]) -> dict[str, str]:
+        assert self.controller is not None, "runtime not started"
+        return ray.get(self.controller.add_cameras.remote(cameras))
+
+    def _start_object_store(self, state: Path) -> S3Access:
+        st = self.cfg.storage
+        if st.endpoint is None:
+            s3 = EmbeddedS3(state / "s3")
+            s3.start()
+            self._push("embedded S3", s3.stop)
+            return S3Access(s3.endpoint, s3.access_key, s3.secret_key, st.bucket)
+        try:
+            access, secret = os.environ[st.access_key_env], os.environ[st.secret_key_env]
+        except KeyError as exc:
+            raise RuntimeError(
+                f"storage.endpoint is {st.endpoint!r} but environment variable {exc.args[0]} is not set"
+            ) from None
+        return S3Access(st.endpoint, access, secret, st.bucket, secure=st.secure, region=st.region)
+
+    def _start_ray(self, state: Path) -> bool:
+        """Connect to the configured cluster or start a local one; True if we started it."""
+        if ray.is_initialized():
+            return False
+        cl = self.cfg.cluster
+        if cl.ray_address:
+            ray.init(address=cl.ray_address, namespace=cl.namespace, log_to_driver=False)
+            self._push("ray connection", ray.shutdown)
+            return False
+        # A local demo/test cluster: no usage reporting; token auth off (production keeps it on).
+        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+        kwargs: dict[str, object] = {
+            "address": "local",
+            "namespace": cl.namespace,
+            "include_dashboard": self.include_dashboard,
+            "log_to_driver": False,
+        }
+        if cl.local_num_cpus is not None:
+            kwargs["num_cpus"] = cl.local_num_cpus
+        kwargs.update(self.ray_init_kwargs)
+        ctx = ray.init(**kwargs)
+        if ctx.dashboard_url:
+            self._ray_info["dashboard_url"] = f"http://{ctx.dashboard_url}"
+        session_dir = ctx.address_info.get("session_dir")
+        if session_dir:
+            self._ray_info["logs"] = str(Path(session_dir) / "logs")
+        self._push("local ray", ray.shutdown)
+        return True
+
+    def _stop_controller(self) -> None:
+        if self.controller is None:
+            return
+        self.final_stats = ray.get(self.controller.stop.remote(), timeout=180)
+        ray.kill(self.controller)
+        self.controller = None
+
+    def _take_clip_inventory(self) -> None:
+        if self.store is not None:
+            self.stored_clips = [k for k in self.store.list_clips("clips/") if k.endswith(".mp4")]
+
+    def _write_file_sd(self, registry: ray.actor.ActorHandle, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        while not self._sd_stop.is_set():
+            try:
+                doc = file_sd(ray.get(registry.targets.remote(), timeout=10))
+            except (ray.exceptions.RayError, TimeoutError) as exc:
+                log.warning("could not read metrics targets: %s", exc)
+            else:
+                tmp = path.with_suffix(".tmp")
+                tmp.write_text(json.dumps(doc, indent=1))
+                tmp.replace(path)
+            self._sd_stop.wait(2.0)
+
+    # -- stop -------------------------------------------------------------------------------
+
+    def _push(self, name: str, undo: Callable[[], object]) -> None:
+        self._steps.append(_Step(name, lambda: undo() and None))
+
+    def stop(self) -> None:
+        """Undo every started step, last first; a failing step is logged and skipped."""
+        while self._steps:
+            step = self._steps.pop()
+            t0 = time.monotonic()
+            try:
+                step.undo()
+            except Exception as exc:
+                log.error("stopping %s failed: %s", step.name, exc)
+            else:
+                log.info("stopped %s (%.1f s)", step.name, time.monotonic() - t0)
+
+    def stats(self) -> list[ShardStats]:
+        assert self.controller is not None
+        return ray.get(self.controller.stats.remote())

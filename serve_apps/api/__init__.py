@@ -1,0 +1,1 @@
+"""Control API for the control centre: FastAPI ingress under Ray Serve."""
