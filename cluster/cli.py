@@ -19,6 +19,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+from cluster.provenance import provenance
 from configs.loader import ConfigError, load_config
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -65,7 +66,7 @@ def cmd_config_check(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from cluster.demo import demo_cameras
-    from cluster.runtime import Runtime
+    from cluster.runtime import Runtime, StartupError
 
     try:
         cfg = load_config(args.config)
@@ -82,8 +83,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
     cfg = cfg.model_copy(update={"cameras": []})
 
-    # SIGTERM stops the job the same way Ctrl-C does.
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    signal.signal(signal.SIGTERM, _interrupt)  # SIGTERM stops the job the same way Ctrl-C does
     runtime = Runtime(cfg, include_dashboard=not args.no_dashboard)
     t_start = time.time()
     stopped_by = "duration"
@@ -112,17 +112,24 @@ def cmd_run(args: argparse.Namespace) -> int:
                 _print_progress(runtime, time.time() - t_start)
     except KeyboardInterrupt:
         stopped_by = "interrupt"
+    except StartupError as exc:
+        print(f"cannot start: {exc}", file=sys.stderr)
+        return 2
     finally:
         elapsed_s = time.time() - t_start
         print("stopping (in reverse order of start)...", flush=True)
         runtime.stop()
-    summary = _summary(runtime, elapsed_s, stopped_by, len(cameras))
-    out = cfg.state_dir / "run-summary.json"
+    summary = {"provenance": provenance(), **_summary(runtime, elapsed_s, stopped_by, len(cameras))}
+    out = args.summary_json or cfg.state_dir / "run-summary.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(summary, indent=2))
     print(json.dumps(summary, indent=2))
     print(f"summary written to {out}")
     return 0
+
+
+def _interrupt(signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def _print_progress(runtime: object, elapsed_s: float) -> None:
@@ -189,6 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--cache-dir", type=Path, default=_default_cache_dir())
     run.add_argument("--no-dashboard", action="store_true", help="do not start Ray's dashboard")
     run.add_argument("--progress", action="store_true", help="print totals every 5 s")
+    run.add_argument("--summary-json", type=Path, default=None, help="where to write the run summary")
     run.set_defaults(func=cmd_run)
 
     fp = sub.add_parser("footage", help="demo footage")

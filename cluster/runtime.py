@@ -33,6 +33,10 @@ from storage.embedded_s3 import EmbeddedS3
 log = logging.getLogger(__name__)
 
 
+class StartupError(RuntimeError):
+    """The job cannot start as configured (the message says what to change)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Endpoints:
     """Where a user looks once the job runs."""
@@ -161,7 +165,7 @@ class Runtime:
         try:
             access, secret = os.environ[st.access_key_env], os.environ[st.secret_key_env]
         except KeyError as exc:
-            raise RuntimeError(
+            raise StartupError(
                 f"storage.endpoint is {st.endpoint!r} but environment variable {exc.args[0]} is not set"
             ) from None
         return S3Access(st.endpoint, access, secret, st.bucket, secure=st.secure, region=st.region)
