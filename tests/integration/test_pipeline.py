@@ -177,8 +177,8 @@ def test_prometheus_scrapes_frame_counters(runtime: Runtime, tmp_path: Path) -> 
     try:
         result = _wait_for(lambda: prom.query("sum(cctv_frames_decoded_total) > 0"), timeout_s=40)
         assert result, f"no decoded frames seen by Prometheus; targets: {prom.targets()}"
-        up = prom.query('up{component="shard"}')
-        assert len(up) == 2 and all(r["value"][1] == "1" for r in up)
+        up = _wait_for(lambda: len(r := prom.query('up{component="shard"} == 1')) == 2 and r, timeout_s=20)
+        assert up, f"both shard targets should be up: {prom.targets()}"
         assert _wait_for(lambda: prom.query("sum(cctv_detector_images_total) > 0"), timeout_s=20)
         assert prom.query('cctv_camera_up{camera="cam-vtest"} == 1')
         assert prom.query('cctv_camera_up{camera="cam-unreachable"} == 0')

@@ -76,7 +76,7 @@ def test_demo_config_loads() -> None:
     assert cfg.cluster.ray_address is None and cfg.storage.endpoint is None
     assert cfg.cluster.num_shards == 2
     assert cfg.detector.model_name == "yolox_nano"
-    assert cfg.detector.models_dir == (ROOT.parent / "shared" / "models").resolve()
+    assert cfg.detector.models_dir.resolve() == (ROOT.parent / "shared" / "models").resolve()
     assert cfg.recorder.pre_roll_s == 4 and cfg.recorder.post_roll_s == 4
     assert cfg.state_dir.is_absolute()
 
