@@ -68,6 +68,9 @@ class CameraStatus:
     keyframes: int
     frames_decoded: int
     frames_sampled: int
+    frames_static: int
+    decode_errors: int
+    decoder: str
     frames_dropped: int
     detections_received: int
     reconnects: int

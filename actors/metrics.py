@@ -22,6 +22,11 @@ FRAMES_DROPPED = Counter(
     "detector_error, detector_timeout).",
     ["shard", "reason"],
 )
+FRAMES_STATIC = Counter(
+    "cctv_frames_static_total",
+    "Sampled frames the motion gate found unchanged: inference skipped, last detections reused.",
+    ["shard"],
+)
 FRAMES_ANALYSED = Counter("cctv_frames_analysed_total", "Frames whose detections reached the rules.", ["shard"])
 DETECTIONS = Counter("cctv_detections_total", "Objects detected, by class label.", ["shard", "label"])
 QUEUE_DEPTH = Gauge("cctv_shard_queue_depth", "Sampled frames waiting for a detector slot.", ["shard"])
@@ -45,4 +50,5 @@ CAMERA_UP = Gauge("cctv_camera_up", "1 when the camera is streaming, else 0.", [
 CAMERA_AGE = Gauge(
     "cctv_camera_last_packet_age_seconds", "Seconds since the camera's last packet.", ["camera", "district"]
 )
+DECODE_ERRORS = Counter("cctv_decode_errors_total", "Packets the decoder rejected as corrupt.", ["shard"])
 RECONNECTS = Counter("cctv_camera_reconnects_total", "Stream reconnect attempts.", ["shard"])

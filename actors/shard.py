@@ -29,7 +29,7 @@ from actors.stream import CameraStream, SampledFrame, StreamCounters
 from configs.schema import CameraConfig, ClusterConfig, DetectorConfig, IngestConfig, RecorderConfig
 from serve_apps.detector.deployment import DETECTOR_APP, DETECTOR_DEPLOYMENT
 from serve_apps.detector.preprocess import letterbox
-from serve_apps.detector.types import DetectRequest, DetectResult
+from serve_apps.detector.types import Detection, DetectRequest, DetectResult
 from serve_apps.metrics_export import export_metrics
 from storage.clip_store import ClipStore
 from storage.spool import UploadSpool
@@ -106,6 +106,7 @@ class _Camera:
         self.ring = ring
         self.rules = [CrowdRule(cfg.id, z) for z in cfg.zones]
         self.lock = threading.Lock()
+        self.last_detections: tuple[Detection, ...] = ()
 
 
 class DecoderShard:
@@ -157,7 +158,7 @@ class DecoderShard:
         for w in self._workers:
             w.start()
         self._metrics_thread = threading.Thread(target=self._metrics_loop, name="metrics", daemon=True)
-        self._last_counts: dict[str, tuple[int, int, int, int, int]] = {}
+        self._last_counts: dict[str, tuple[int, ...]] = {}
         self._metrics_thread.start()
         log.info("shard %s up, metrics at %s", self.shard_id, self.metrics_address)
 
@@ -275,9 +276,23 @@ class DecoderShard:
         return hook
 
     def _on_frame(self, frame: SampledFrame) -> None:
+        if frame.static:
+            self._apply_static(frame)
+            return
         dropped = self._queue.put(frame)
         if dropped is not None:
             self._count_drop(dropped.camera_id, f"queue_full_{self._queue.policy}")
+
+    def _apply_static(self, frame: SampledFrame) -> None:
+        """A frame the motion gate found unchanged: the last detections still hold, at the new time."""
+        cam = self._cams.get(frame.camera_id)
+        if cam is None:
+            return
+        m.FRAMES_STATIC.labels(self.shard_id).inc()
+        with cam.lock:
+            transitions = [t for rule in cam.rules for t in rule.update(frame.capture_ts, cam.last_detections)]
+        for t in transitions:
+            self._emit(t)
 
     def _count_drop(self, camera_id: str, reason: str) -> None:
         self._dropped_by_camera[camera_id] = self._dropped_by_camera.get(camera_id, 0) + 1
@@ -329,6 +344,7 @@ class DecoderShard:
         self._batch_sizes[result.batch_size] = self._batch_sizes.get(result.batch_size, 0) + 1
         with cam.lock:
             cam.stream.detections_received += 1
+            cam.last_detections = result.detections
             transitions = [t for rule in cam.rules for t in rule.update(result.capture_ts, result.detections)]
         for t in transitions:
             self._emit(t)
@@ -374,8 +390,8 @@ class DecoderShard:
     def _flush_counters(self, cid: str, cam: _Camera) -> None:
         """Add what a camera's counters gained since the last flush to the shard's Prometheus counters."""
         shard, c = self.shard_id, cam.stream.counters
-        cur = (c.packets, c.bytes, c.frames_decoded, c.frames_sampled, c.reconnects)
-        prev = self._last_counts.get(cid, (0, 0, 0, 0, 0))
+        cur = (c.packets, c.bytes, c.frames_decoded, c.frames_sampled, c.reconnects, c.decode_errors)
+        prev = self._last_counts.get(cid, (0, 0, 0, 0, 0, 0))
         self._last_counts[cid] = cur
         d = [max(a - b, 0) for a, b in zip(cur, prev, strict=True)]
         m.PACKETS.labels(shard).inc(d[0])
@@ -383,6 +399,7 @@ class DecoderShard:
         m.FRAMES_DECODED.labels(shard).inc(d[2])
         m.FRAMES_SAMPLED.labels(shard).inc(d[3])
         m.RECONNECTS.labels(shard).inc(d[4])
+        m.DECODE_ERRORS.labels(shard).inc(d[5])
 
     def _sync_metrics(self) -> None:
         """Publish counters as deltas of the streams' own counters (no Prometheus in the hot path)."""

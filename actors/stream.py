@@ -7,6 +7,7 @@ demuxes and decodes, so one shard process runs many such threads.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
 import threading
@@ -20,11 +21,15 @@ import av
 import numpy as np
 
 from actors.camera_state import CameraState, CameraStatus, StateMachine
+from actors.decoder import open_decoder
+from actors.motion import MotionGate
 from actors.packets import EncodedPacket, PacketRing, StreamInfo
 from configs.loader import redact_url
 from configs.schema import CameraConfig, IngestConfig
 
 log = logging.getLogger(__name__)
+
+MAX_BAD_PACKETS_IN_A_ROW = 25
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +40,7 @@ class SampledFrame:
     frame_seq: int
     capture_ts: float
     image: np.ndarray  # BGR, frame resolution
+    static: bool = False  # the motion gate saw no change since the last analysed frame
 
 
 @dataclass(slots=True)
@@ -46,11 +52,8 @@ class StreamCounters:
     bytes: int = 0
     frames_decoded: int = 0
     frames_sampled: int = 0
+    decode_errors: int = 0
     reconnects: int = 0
-
-
-class StreamEnded(Exception):
-    """A non-looping file reached its end."""
 
 
 def is_file_source(url: str) -> bool:
@@ -59,11 +62,11 @@ def is_file_source(url: str) -> bool:
     return scheme in {"", "file"} or len(scheme) == 1  # a Windows drive letter reads as a scheme
 
 
-def _open_options(url: str, ingest: IngestConfig) -> dict[str, str]:
-    scheme = urlsplit(url).scheme.lower()
+def _open_options(cfg: CameraConfig, ingest: IngestConfig) -> dict[str, str]:
+    scheme = urlsplit(cfg.url).scheme.lower()
     opts: dict[str, str] = {}
     if scheme in {"rtsp", "rtsps"}:
-        opts["rtsp_transport"] = "tcp"
+        opts["rtsp_transport"] = cfg.rtsp_transport
         opts["stimeout"] = str(int(ingest.stall_timeout_s * 1e6))
         opts["timeout"] = str(int(ingest.stall_timeout_s * 1e6))
     elif scheme in {"http", "https"}:
@@ -83,6 +86,9 @@ class CameraStream:
         on_frame: Called from the camera thread with each sampled frame. Must not block.
         on_packet: Called with each packet after it entered the ring (the recorder).
         on_stream_info: Called when the stream (re)opens with its codec parameters.
+        realtime: Pace packets at the stream's native rate. Default: files are paced (replayed
+            as live cameras), network sources are not (they arrive in real time). Benchmarks
+            turn pacing off to measure the path's throughput.
     """
 
     def __init__(
@@ -95,6 +101,7 @@ class CameraStream:
         on_frame: Callable[[SampledFrame], None],
         on_packet: Callable[[EncodedPacket], None] | None = None,
         on_stream_info: Callable[[StreamInfo], None] | None = None,
+        realtime: bool | None = None,
     ) -> None:
         self.cfg = cfg
         self.shard = shard
@@ -114,6 +121,9 @@ class CameraStream:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"cam-{cfg.id}", daemon=True)
         self._file = is_file_source(cfg.url)
+        self._paced = self._file if realtime is None else realtime
+        self.gate = MotionGate(cfg.motion_threshold, cfg.motion_max_skip_s) if cfg.motion_gate else None
+        self.decoder_backend = "cpu"
         self._safe_url = redact_url(cfg.url)
         # Timestamps keep rising across loops and reconnects so clips stay monotonic.
         self._ts_offset_s = 0.0
@@ -155,6 +165,9 @@ class CameraStream:
             keyframes=self.counters.keyframes,
             frames_decoded=self.counters.frames_decoded,
             frames_sampled=self.counters.frames_sampled,
+            frames_static=self.gate.skipped if self.gate is not None else 0,
+            decode_errors=self.counters.decode_errors,
+            decoder=self.decoder_backend,
             frames_dropped=self.frames_dropped,
             detections_received=self.detections_received,
             reconnects=self.counters.reconnects,
@@ -172,9 +185,6 @@ class CameraStream:
         while not self._stop.is_set():
             try:
                 got_packets = self._session()
-            except StreamEnded:
-                self.sm.to(CameraState.DOWN, "end of file (loop is off)")
-                return
             except (av.error.FFmpegError, OSError, ValueError, IndexError) as exc:
                 got_packets = False
                 failures += 1
@@ -189,6 +199,9 @@ class CameraStream:
                     failures, backoff_s = 0, self.ingest.reconnect_initial_s
                     if self._file and self.cfg.loop:
                         continue  # loop a file at once, as a live source would go on
+                    if self._file:
+                        self.sm.to(CameraState.DOWN, "end of file (loop is off)")
+                        return
                     self.sm.to(CameraState.RECONNECTING, "stream ended")
                 else:
                     failures += 1
@@ -221,41 +234,59 @@ class CameraStream:
             url = str(path)
         container = av.open(
             url,
-            options=_open_options(self.cfg.url, self.ingest),
+            options=_open_options(self.cfg, self.ingest),
             timeout=(self.ingest.open_timeout_s, self.ingest.stall_timeout_s),
         )
         try:
             if not container.streams.video:
                 raise ValueError("source has no video stream")
             stream = container.streams.video[0]
-            info = StreamInfo.from_av_stream(stream)
-            if self.info is not None and (info.codec_name, info.width, info.height) != (
-                self.info.codec_name,
-                self.info.width,
-                self.info.height,
-            ):
-                # Old packets belong to another stream: a clip must not mix them.
-                self.ring.clear()
-            self.info = info
-            if self._on_stream_info is not None:
-                self._on_stream_info(info)
-            return self._pump(container, stream)
+            self._set_info(StreamInfo.from_av_stream(stream))
+            decoder = open_decoder(stream, self.ingest.decoder, keyframe_only=self.cfg.decode_mode == "keyframe")
+            self.decoder_backend = decoder.backend
+            return self._pump(container, stream, decoder.codec_context)
         finally:
             container.close()
 
-    def _pump(self, container: av.container.InputContainer, stream: av.VideoStream) -> bool:
-        codec = stream.codec_context
+    def _set_info(self, info: StreamInfo) -> None:
+        """Adopt new stream parameters; a codec or size change starts a new pre-roll."""
+        old = self.info
+        if old is not None and (info.codec_name, info.width, info.height) != (old.codec_name, old.width, old.height):
+            log.info(
+                "camera %s changed stream: %s %dx%d -> %s %dx%d",
+                self.cfg.id,
+                old.codec_name,
+                old.width,
+                old.height,
+                info.codec_name,
+                info.width,
+                info.height,
+            )
+            self.ring.clear()  # old packets belong to another stream: a clip must not mix them
+            if self.gate is not None:
+                self.gate.reset()
+        self.info = info
+        if self._on_stream_info is not None:
+            self._on_stream_info(info)
+
+    def _pump(
+        self,
+        container: av.container.InputContainer,
+        stream: av.VideoStream,
+        codec: av.codec.context.CodecContext,
+    ) -> bool:
         keyframe_only = self.cfg.decode_mode == "keyframe"
-        if keyframe_only:
-            codec.skip_frame = "NONKEY"
         tb = stream.time_base
         if tb is None:
             raise ValueError("video stream has no time base")
         interval_s = 1.0 / self.cfg.analytics_fps
         start_wall = time.time()
         first_t: float | None = None
+        first_ticks = 0
         last_t = 0.0
         got = False
+        bad_in_a_row = 0
+        c = self.counters
         for packet in container.demux(stream):
             if self._stop.is_set():
                 break
@@ -264,9 +295,9 @@ class CameraStream:
             raw_ts = packet.pts if packet.pts is not None else packet.dts
             t = float(raw_ts * tb) if raw_ts is not None else last_t
             if first_t is None:
-                first_t = t
+                first_t, first_ticks = t, raw_ts or 0
             t_rel = t - first_t
-            if self._file:
+            if self._paced:
                 # Files are replayed as live cameras: at their native rate.
                 delay_s = start_wall + t_rel - time.time()
                 if delay_s > 0 and self._stop.wait(delay_s):
@@ -277,13 +308,12 @@ class CameraStream:
                 self.sm.to(CameraState.STREAMING, "receiving packets")
             elif self.sm.state is CameraState.STALLED:
                 self.sm.to(CameraState.STREAMING, "packets resumed")
-            stream_t = self._ts_offset_s + t_rel
             last_t = max(last_t, t)
-            offset_ticks = round(self._ts_offset_s / tb)
+            shift = round(self._ts_offset_s / tb) - first_ticks  # continuous timestamps across loops
             pkt = EncodedPacket(
                 data=bytes(packet),
-                pts=None if packet.pts is None else packet.pts - round(first_t / tb) + offset_ticks,
-                dts=None if packet.dts is None else packet.dts - round(first_t / tb) + offset_ticks,
+                pts=None if packet.pts is None else packet.pts + shift,
+                dts=None if packet.dts is None else packet.dts + shift,
                 duration=packet.duration,
                 time_base=tb,
                 is_keyframe=packet.is_keyframe,
@@ -292,27 +322,41 @@ class CameraStream:
             self.ring.append(pkt)
             if self._on_packet is not None:
                 self._on_packet(pkt)
-            c = self.counters
             c.packets += 1
             c.bytes += packet.size
             c.keyframes += int(packet.is_keyframe)
             self.last_packet_ts = now
             if keyframe_only and not packet.is_keyframe:
                 continue  # never hand a non-key packet to the decoder
-            for frame in codec.decode(packet):
+            try:
+                frames = codec.decode(packet)
+            except av.error.InvalidDataError:
+                # A corrupt packet costs that frame, not the stream; many in a row mean a broken source.
+                c.decode_errors += 1
+                bad_in_a_row += 1
+                if bad_in_a_row >= MAX_BAD_PACKETS_IN_A_ROW:
+                    raise
+                continue
+            bad_in_a_row = 0
+            for frame in frames:
                 c.frames_decoded += 1
-                frame_t = stream_t if frame.pts is None else self._ts_offset_s + float(frame.pts * tb) - first_t
+                if (frame.width, frame.height) != (self.info.width, self.info.height):  # type: ignore[union-attr]
+                    self._set_info(dataclasses.replace(self.info, width=frame.width, height=frame.height))
+                frame_t = (
+                    self._ts_offset_s + t_rel
+                    if frame.pts is None
+                    else self._ts_offset_s + float((frame.pts - first_ticks) * tb)
+                )
                 if self.cfg.decode_mode != "all" and frame_t + 1e-3 < self._next_sample_t:
                     continue
                 self._next_sample_t = max(self._next_sample_t + interval_s, frame_t + interval_s * 0.5)
                 c.frames_sampled += 1
                 self._frame_seq += 1
+                image = frame.to_ndarray(format="bgr24")
+                static = self.gate is not None and not self.gate.decide(image, now).analyse
                 self._on_frame(
                     SampledFrame(
-                        camera_id=self.cfg.id,
-                        frame_seq=self._frame_seq,
-                        capture_ts=now,
-                        image=frame.to_ndarray(format="bgr24"),
+                        camera_id=self.cfg.id, frame_seq=self._frame_seq, capture_ts=now, image=image, static=static
                     )
                 )
         if first_t is not None:

@@ -57,6 +57,17 @@ class CameraConfig(_Model):
     analytics_fps: float = Field(default=1.0, gt=0, le=60)
     decode_mode: DecodeMode = "sampled"
     loop: bool = Field(default=False, description="Replay a file source forever at its native frame rate.")
+    rtsp_transport: Literal["tcp", "udp"] = "tcp"
+    motion_gate: bool = Field(
+        default=False, description="Skip inference on frames that barely differ from the last analysed one."
+    )
+    motion_threshold: float = Field(
+        default=2.0,
+        gt=0,
+        le=255,
+        description="Mean absolute grey-level change (64x36 thumbnail) that counts as motion.",
+    )
+    motion_max_skip_s: float = Field(default=10.0, gt=0, description="Analyse at least this often even when static.")
     zones: list[ZoneConfig] = Field(default_factory=list)
 
     @field_validator("url")
@@ -130,6 +141,11 @@ class IngestConfig(_Model):
     reconnect_initial_s: float = Field(default=1.0, gt=0)
     reconnect_max_s: float = Field(default=30.0, gt=0)
     max_failures_before_down: int = Field(default=3, ge=1, description="Failed opens in a row before 'down'.")
+    decoder: Literal["cpu", "nvdec", "auto"] = Field(
+        default="cpu",
+        description="nvdec: NVIDIA hardware decode (h264_cuvid/hevc_cuvid), falling back to CPU when it cannot "
+        "open; auto: nvdec where a GPU decoder opens, else CPU.",
+    )
 
 
 class ClusterConfig(_Model):
