@@ -22,11 +22,15 @@ $(VENV)/.installed: pyproject.toml
 
 venv: $(VENV)/.installed
 
-# Debian packages the tests use: Prometheus server + promtool (real scrapes, rule tests).
+# Debian packages the tests and the camera simulator use (scripts/debian-packages.txt):
+# Prometheus server + promtool, GStreamer's RTSP server with python3-gi for /usr/bin/python3.
 system-deps:
-	@command -v promtool >/dev/null && command -v prometheus >/dev/null || { \
-	  echo "installing Debian package prometheus"; \
-	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q prometheus; }
+	@missing=$$(for p in $$(grep -v '^#' scripts/debian-packages.txt); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:" $$missing; \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
+	fi
 
 # vtest.avi from Debian's opencv-doc, then every clip converted once to H.264 with a 1 s GOP.
 footage: venv

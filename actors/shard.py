@@ -10,6 +10,7 @@ the clip recorder.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections import deque
@@ -116,6 +117,7 @@ class DecoderShard:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         self.s = settings
         self.shard_id = settings.shard_id
+        self._started_ts = time.time()
         cl = settings.cluster
         self._queue: DropQueue[SampledFrame] = DropQueue(cl.queue_size_per_shard, cl.backpressure_policy)
         self._cams: dict[str, _Camera] = {}
@@ -242,6 +244,10 @@ class DecoderShard:
 
     def ready(self) -> str:
         return self.shard_id
+
+    def incarnation(self) -> tuple[int, float]:
+        """(pid, start time) of this actor process: changes only if Ray restarted the shard."""
+        return os.getpid(), self._started_ts
 
     def stop(self, drain_timeout_s: float = 30.0) -> ShardStats:
         """Stop in reverse order of start: cameras, detector workers, recorder, spool."""
