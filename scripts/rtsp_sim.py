@@ -15,11 +15,17 @@ decoded or encoded, so one core serves hundreds of cameras.
   native rate. ``need-data`` hands over one unit at a time, and the small queue (a few frames)
   keeps the latency of a camera low.
 * A mount's media is shared: a camera is one stream that any number of clients can watch. Its
-  pipeline starts with the first client and stops after the last one leaves; cameras of the same
-  source start at different keyframes so that they do not all show the same picture.
+  pipeline starts with the first client and stops after the last one leaves, so idle cameras cost
+  nothing. A camera's picture follows the wall clock (a client that comes back 30 s later sees
+  footage 30 s on, from the keyframe at or before that point), and cameras of the same source are
+  one keyframe apart so that they do not all show the same picture.
 
-Keyframes are preceded by SPS/PPS (``h264parse config-interval=-1``), as cameras send them, so a
-client can join at any keyframe; the slice data is the file's.
+On the wire each access unit is the file's SEI and slice NAL units unchanged, behind an access unit
+delimiter and, on keyframes, the SPS/PPS of the file's avcC (both added by ``h264parse
+config-interval=-1`` at load time), as cameras send them, so a client can join at any keyframe. The
+payloader itself adds nothing (``config-interval=0``): it would put SPS/PPS before *every* IDR
+slice, and the prepared files have two slices per frame, which makes FFmpeg split the keyframe in two
+packets.
 
 Exit codes: 0 after SIGTERM/SIGINT, 1 on a runtime error, 2 on a bad argument or source.
 """
@@ -27,6 +33,7 @@ Exit codes: 0 after SIGTERM/SIGINT, 1 on a runtime error, 2 on a bad argument or
 from __future__ import annotations
 
 import argparse
+import bisect
 import json
 import logging
 import os
@@ -66,6 +73,7 @@ RAW_SUFFIXES = frozenset({".h264", ".264"})
 # Frames queued in a camera's appsrc ahead of the clock: latency vs. scheduling slack.
 QUEUE_FRAMES = 3
 ROLE = "camera-viewer"
+LOAD_STALL_S = 10.0
 
 
 @dataclass(slots=True)
@@ -131,12 +139,24 @@ def load_source(name: str, path: Path, *, raw_fps: tuple[int, int]) -> Source:
     sink = pipeline.get_by_name("sink")
     src: Source | None = None
     first_unit = True
+    bus = pipeline.get_bus()
     pipeline.set_state(Gst.State.PLAYING)
+    last_progress = time.monotonic()
     try:
         while True:
-            sample = sink.try_pull_sample(10 * Gst.SECOND)
+            sample = sink.try_pull_sample(100 * Gst.MSECOND)
             if sample is None:
-                break  # EOS (or a stall: the bus says which)
+                # An error stops the pipeline without EOS on the appsink: look at the bus too.
+                msg = bus.pop_filtered(Gst.MessageType.ERROR)
+                if msg is not None:
+                    err, _debug = msg.parse_error()
+                    raise ValueError(f"source {name}={path}: GStreamer could not read it: {err.message}")
+                if sink.is_eos():
+                    break
+                if time.monotonic() - last_progress > LOAD_STALL_S:
+                    raise ValueError(f"source {name}={path}: reading stalled for {LOAD_STALL_S} s")
+                continue
+            last_progress = time.monotonic()
             buf = sample.get_buffer()
             if src is None:
                 src = _new_source(name, path, sample.get_caps(), raw_fps)
@@ -156,10 +176,6 @@ def load_source(name: str, path: Path, *, raw_fps: tuple[int, int]) -> Source:
             src.keyframe.append(key)
             valid = buf.pts != Gst.CLOCK_TIME_NONE and buf.dts != Gst.CLOCK_TIME_NONE
             src.cts_ns.append(max(0, buf.pts - buf.dts) if valid else 0)
-        msg = pipeline.get_bus().pop_filtered(Gst.MessageType.ERROR)
-        if msg is not None:
-            err, _debug = msg.parse_error()
-            raise ValueError(f"source {name}={path}: GStreamer could not read it: {err.message}")
     finally:
         pipeline.set_state(Gst.State.NULL)
     if src is None or not src.units:
@@ -214,8 +230,13 @@ class _Feeder:
         appsrc.push_buffer(buf)
 
 
-def make_factory(source: Source, *, start_keyframe: int = 0) -> GstRtspServer.RTSPMediaFactory:
-    """Media factory of one mount: ``appsrc ! rtph264pay`` fed from the shared ``source``."""
+def make_factory(source: Source, *, epoch_s: float, start_keyframe: int = 0) -> GstRtspServer.RTSPMediaFactory:
+    """Media factory of one mount: ``appsrc ! rtph264pay`` fed from the shared ``source``.
+
+    The camera "runs" from ``epoch_s`` (monotonic) on, starting at keyframe ``start_keyframe``;
+    a pipeline started later (first client after none) begins at the keyframe at or before
+    where the camera would be by then, as a real camera's picture depends on the time only.
+    """
     kf = source.keyframe_indices
     start_index = kf[start_keyframe % len(kf)]
     factory = GstRtspServer.RTSPMediaFactory()
@@ -228,7 +249,9 @@ def make_factory(source: Source, *, start_keyframe: int = 0) -> GstRtspServer.RT
     def on_media_configure(_factory: GstRtspServer.RTSPMediaFactory, media: GstRtspServer.RTSPMedia) -> None:
         appsrc = media.get_element().get_by_name("src")
         appsrc.set_property("caps", source.caps)
-        feeder = _Feeder(source, start_index)  # a new media (first client after none) starts over
+        elapsed_frames = int((time.monotonic() - epoch_s) * source.fps_num / source.fps_den)
+        now_index = (start_index + elapsed_frames) % len(source.units)
+        feeder = _Feeder(source, kf[bisect.bisect_right(kf, now_index) - 1])
         appsrc.connect("need-data", feeder.on_need_data)  # the handler keeps the feeder alive
 
     factory.connect("media-configure", on_media_configure)
@@ -298,6 +321,7 @@ def build_server(
         permissions.add_permission_for_role(ROLE, GstRtspServer.RTSP_PERM_MEDIA_FACTORY_CONSTRUCT, True)
     mount_points = server.get_mount_points()
     mounts: list[str] = []
+    epoch_s = time.monotonic()
 
     def add(mount: str, factory: GstRtspServer.RTSPMediaFactory) -> None:
         if permissions is not None:
@@ -306,11 +330,11 @@ def build_server(
         mounts.append(mount)
 
     for src in sources:
-        add(f"/{src.name}", make_factory(src))
+        add(f"/{src.name}", make_factory(src, epoch_s=epoch_s))
     for cam in range(1, cameras + 1):
         # cam1..camN cycle over the sources; each lap starts one keyframe later.
         src = sources[(cam - 1) % len(sources)]
-        add(f"/cam{cam}", make_factory(src, start_keyframe=(cam - 1) // len(sources)))
+        add(f"/cam{cam}", make_factory(src, epoch_s=epoch_s, start_keyframe=(cam - 1) // len(sources)))
     return server, mounts
 
 
@@ -341,6 +365,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--source names must be unique, got {names}")
     if args.cameras < 0:
         parser.error(f"--cameras must be >= 0, got {args.cameras}")
+    clashes = sorted(set(names) & {f"cam{i}" for i in range(1, args.cameras + 1)})
+    if clashes:
+        parser.error(f"--source names {clashes} clash with the /cam1../cam{args.cameras} mounts")
     if not 0 <= args.port <= 65535:
         parser.error(f"--port must be in 0..65535, got {args.port}")
     password = args.password if args.password is not None else os.environ.get(PASSWORD_ENV)
@@ -387,7 +414,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     port = server.get_bound_port()
     if port <= 0:
-        log.error("cannot listen on %s:%s", args.bind, args.port)
+        log.error("cannot listen on %s:%s (port in use, or not an address of this host)", args.bind, args.port)
         return 1
 
     pool = server.get_session_pool()
