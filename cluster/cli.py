@@ -21,6 +21,7 @@ from pathlib import Path
 
 from cluster.provenance import provenance
 from configs.loader import ConfigError, load_config
+from configs.schema import AppConfig, CameraConfig
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = REPO_ROOT / "configs" / "demo.yaml"
@@ -66,7 +67,6 @@ def cmd_config_check(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from cluster.demo import demo_cameras
-    from cluster.runtime import Runtime, StartupError
 
     try:
         cfg = load_config(args.config)
@@ -76,12 +76,47 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.state_dir is not None:
         cfg = cfg.model_copy(update={"state_dir": args.state_dir})
     cameras = list(cfg.cameras)
+    simulator = None
     if not cameras:
         sources = _prepared_sources(args.cache_dir, args.data_dir)
+        urls = None
+        if args.camera_source == "rtsp":
+            simulator = _start_simulator(sources, args.cameras, cfg.state_dir)
+            urls = simulator.camera_urls() if simulator is not None else None
         cameras = demo_cameras(
-            sources, args.cameras, crowd_threshold_people=args.crowd_threshold, decode_mode=args.decode_mode
+            sources,
+            args.cameras,
+            crowd_threshold_people=args.crowd_threshold,
+            decode_mode=args.decode_mode,
+            urls=urls,
         )
     cfg = cfg.model_copy(update={"cameras": []})
+    try:
+        return _run_job(args, cfg, cameras)
+    finally:
+        if simulator is not None:
+            simulator.stop()  # started first, stopped last
+
+
+def _start_simulator(sources: list[Path], n: int, state_dir: Path):
+    """The demo's cameras as RTSP streams from the local GStreamer simulator (None: not installed)."""
+    from cluster.rtsp_sim import RtspSimulator, system_ready
+
+    ok, why = system_ready()
+    if not ok:
+        print(f"RTSP simulator unavailable ({why}); cameras read the files directly", file=sys.stderr)
+        return None
+    state_dir.mkdir(parents=True, exist_ok=True)
+    sim = RtspSimulator({p.name.split(".")[0]: p for p in sources}, cameras=n, log_path=state_dir / "rtsp-sim.log")
+    sim.start()
+    print(
+        f"RTSP camera simulator: {len(sources)} clips as {n} cameras at rtsp://{sim.host}:{sim.port}/cam1..", flush=True
+    )
+    return sim
+
+
+def _run_job(args: argparse.Namespace, cfg: AppConfig, cameras: list[CameraConfig]) -> int:
+    from cluster.runtime import Runtime, StartupError
 
     signal.signal(signal.SIGTERM, _interrupt)  # SIGTERM stops the job the same way Ctrl-C does
     runtime = Runtime(cfg, include_dashboard=not args.no_dashboard)
@@ -190,6 +225,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--duration", type=float, default=None, help="seconds to run (default: until Ctrl-C)")
     run.add_argument("--cameras", type=int, default=8, help="demo cameras when the config lists none")
     run.add_argument("--crowd-threshold", type=int, default=5, help="people per demo zone that open an event")
+    run.add_argument(
+        "--camera-source",
+        choices=["rtsp", "file"],
+        default="rtsp",
+        help="demo cameras: RTSP streams from the local simulator, or the files looped directly",
+    )
     run.add_argument("--decode-mode", choices=["keyframe", "sampled", "all"], default="keyframe")
     run.add_argument("--state-dir", type=Path, default=None, help="override state_dir of the config")
     run.add_argument("--data-dir", type=Path, default=_default_data_dir(), help="extra footage (.mp4/.avi)")

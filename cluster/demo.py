@@ -32,8 +32,16 @@ def demo_cameras(
     cooldown_s: float = 4.0,
     analytics_fps: float = 1.0,
     decode_mode: str = "keyframe",
+    urls: list[str] | None = None,
 ) -> list[CameraConfig]:
-    """``n`` cameras cycling over ``sources``, each with a whole-frame crowd zone."""
+    """``n`` cameras cycling over ``sources``, each with a whole-frame crowd zone.
+
+    Args:
+        urls: Where camera i is read from (e.g. the RTSP simulator's ``/cam<i+1>``, which cycles
+            over the same sources in the same order); default: the source files, looped.
+    """
+    if urls is not None and len(urls) < n:
+        raise ValueError(f"{n} cameras need {n} urls, got {len(urls)}")
     if not sources:
         raise ValueError("no footage to make demo cameras from")
     sizes = {p: frame_size(p) for p in sources}
@@ -44,12 +52,12 @@ def demo_cameras(
         cams.append(
             CameraConfig(
                 id=f"cam-{i + 1:04d}",
-                url=str(src),
+                url=urls[i] if urls is not None else str(src),
                 district=GWANGJU_DISTRICTS[i % len(GWANGJU_DISTRICTS)],
                 purpose="crowd",
                 analytics_fps=analytics_fps,
                 decode_mode=decode_mode,  # type: ignore[arg-type]
-                loop=True,
+                loop=urls is None,
                 zones=[
                     ZoneConfig(
                         name="frame",
