@@ -126,43 +126,31 @@ def _class_names_for(num_classes: int, class_names: Sequence[str] | None, path: 
     raise ModelLoadError(f"{path}: model has {num_classes} classes; pass class_names")
 
 
-class OnnxDetector:
-    """A YOLOX-style ONNX detector on the ONNX Runtime CPU provider.
+class DetectorBase:
+    """What every YOLOX detector runner shares, whatever runs the graph.
 
-    Args:
-        model_path: The ``.onnx`` file.
-        score_threshold: Minimum ``objectness * class score`` of a kept detection.
-        nms_iou_threshold: IoU above which a lower-scored box of the same class is suppressed.
-        intra_op_threads: ONNX Runtime threads for one forward pass.
-        expected_sha256: Refuse the file unless its SHA-256 (hex) matches.
-        class_names: Names of the model's classes; defaults to COCO for 80 classes and
-            ``("person",)`` for 1.
-        input_size: Square input side to run at; ``None`` keeps the exported size. Another
-            multiple of 32 makes the spatial dims symbolic (YOLOX is fully convolutional).
-        max_detections: Cap per image after NMS.
-        verify_batching: Check at load time that a batch of two equals two single runs.
+    Loading (existence, SHA-256 pin, ONNX validity, input/output shapes, class names), the model's
+    identity, input validation and YOLOX post-processing. A subclass builds its engine from the
+    parsed model :meth:`_load_model` returns and implements :meth:`run_raw`.
     """
 
-    def __init__(
+    def _load_model(
         self,
         model_path: Path,
         *,
-        score_threshold: float = 0.3,
-        nms_iou_threshold: float = 0.45,
-        intra_op_threads: int = 1,
-        expected_sha256: str | None = None,
-        class_names: Sequence[str] | None = None,
-        input_size: int | None = None,
-        max_detections: int = 100,
-        verify_batching: bool = True,
-    ) -> None:
+        score_threshold: float,
+        nms_iou_threshold: float,
+        expected_sha256: str | None,
+        class_names: Sequence[str] | None,
+        input_size: int | None,
+        max_detections: int,
+    ) -> onnx.ModelProto:
+        """Check the arguments and the file, set the common attributes, return the parsed model."""
         path = Path(model_path)
         if not 0 < score_threshold < 1:
             raise ValueError(f"score_threshold must be in (0, 1), got {score_threshold}")
         if not 0 < nms_iou_threshold < 1:
             raise ValueError(f"nms_iou_threshold must be in (0, 1), got {nms_iou_threshold}")
-        if intra_op_threads < 1:
-            raise ValueError(f"intra_op_threads must be >= 1, got {intra_op_threads}")
         if max_detections < 1:
             raise ValueError(f"max_detections must be >= 1, got {max_detections}")
         if not path.exists():
@@ -177,46 +165,20 @@ class OnnxDetector:
                 f"detector model {path} has sha256 {digest}, expected {expected_sha256.strip().lower()}"
             )
         model = self._parse(data, path)
-        graph_inputs = self._check_io(model, path)
-        exported_size = graph_inputs[0]
+        exported_size, num_classes = self._check_io(model, path)
 
         self._path = path
         self._sha256 = digest
+        self._exported_input_size = exported_size
         self._input_size = exported_size if input_size is None else input_size
         if self._input_size % 32 != 0 or self._input_size <= 0:
             raise ModelLoadError(f"{path}: input size must be a positive multiple of 32, got {self._input_size}")
-        self._num_classes = graph_inputs[1]
-        self._class_names = _class_names_for(self._num_classes, class_names, path)
+        self._num_classes = num_classes
+        self._class_names = _class_names_for(num_classes, class_names, path)
         self._score_threshold = score_threshold
         self._nms_iou_threshold = nms_iou_threshold
         self._max_detections = max_detections
-
-        rewritten = make_batch_dynamic(model)
-        if self._input_size != exported_size:
-            dims = model.graph.input[0].type.tensor_type.shape.dim
-            dims[2].dim_param, dims[3].dim_param = "height", "width"
-            out_dims = model.graph.output[0].type.tensor_type.shape.dim
-            out_dims[1].ClearField("dim_value")
-            out_dims[1].dim_param = "anchors"
-        log.debug("%s: rewrote %d Reshape shape constants for dynamic batch", path, rewritten)
-
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = intra_op_threads
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        try:
-            self._session = ort.InferenceSession(
-                model.SerializeToString(), sess_options=options, providers=["CPUExecutionProvider"]
-            )
-        except _ORT_LOAD_ERRORS as exc:
-            raise ModelLoadError(f"onnxruntime cannot load detector model {path}: {exc}") from exc
-        self._input_name = self._session.get_inputs()[0].name
-        self._output_name = self._session.get_outputs()[0].name
-        if verify_batching:
-            self._verify_batching()
-
-    # ----------------------------------------------------------------------------------- loading
+        return model
 
     @staticmethod
     def _parse(data: bytes, path: Path) -> onnx.ModelProto:
@@ -248,14 +210,14 @@ class OnnxDetector:
             raise ModelLoadError(f"{path}: output must be N x anchors x (5 + classes), got {out_dims}")
         return int(in_dims[2]), int(out_dims[2]) - 5
 
-    def _verify_batching(self) -> None:
+    def _verify_batching(self, tolerance: float = 1e-3) -> None:
         rng = np.random.default_rng(0)
         size = self._input_size
         images = rng.integers(0, 256, size=(2, size, size, 3), dtype=np.uint8)
         batched = self.run_raw(images)
         singles = np.concatenate([self.run_raw(images[i : i + 1]) for i in range(2)])
         diff = float(np.max(np.abs(batched - singles)))
-        if diff > 1e-3:
+        if diff > tolerance:
             raise ModelLoadError(
                 f"{self._path}: batch of 2 differs from single runs (max |diff| {diff:.3g}); "
                 "the graph has a batch-1 assumption this runner does not know how to remove"
@@ -325,9 +287,7 @@ class OnnxDetector:
 
     def run_raw(self, images: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
         """Forward pass only: raw ``(N, A, 5 + C)`` head output for letterboxed uint8 images."""
-        batch = to_batch(self._as_image_list(images))
-        (out,) = self._session.run([self._output_name], {self._input_name: batch})
-        return np.asarray(out)
+        raise NotImplementedError
 
     def infer(self, images: np.ndarray | Sequence[np.ndarray]) -> list[list[Detection]]:
         """Detect on letterboxed uint8 ``(S, S, 3)`` images (``S = input_size``), any batch size.
@@ -356,9 +316,84 @@ class OnnxDetector:
 
     def __repr__(self) -> str:
         return (
-            f"OnnxDetector({self.model_id}, input_size={self._input_size}, classes={self._num_classes}, "
+            f"{type(self).__name__}({self.model_id}, input_size={self._input_size}, classes={self._num_classes}, "
             f"score>={self._score_threshold}, iou>{self._nms_iou_threshold})"
         )
+
+
+class OnnxDetector(DetectorBase):
+    """A YOLOX-style ONNX detector on the ONNX Runtime CPU provider.
+
+    Args:
+        model_path: The ``.onnx`` file.
+        score_threshold: Minimum ``objectness * class score`` of a kept detection.
+        nms_iou_threshold: IoU above which a lower-scored box of the same class is suppressed.
+        intra_op_threads: ONNX Runtime threads for one forward pass.
+        expected_sha256: Refuse the file unless its SHA-256 (hex) matches.
+        class_names: Names of the model's classes; defaults to COCO for 80 classes and
+            ``("person",)`` for 1.
+        input_size: Square input side to run at; ``None`` keeps the exported size. Another
+            multiple of 32 makes the spatial dims symbolic (YOLOX is fully convolutional).
+        max_detections: Cap per image after NMS.
+        verify_batching: Check at load time that a batch of two equals two single runs.
+    """
+
+    def __init__(
+        self,
+        model_path: Path,
+        *,
+        score_threshold: float = 0.3,
+        nms_iou_threshold: float = 0.45,
+        intra_op_threads: int = 1,
+        expected_sha256: str | None = None,
+        class_names: Sequence[str] | None = None,
+        input_size: int | None = None,
+        max_detections: int = 100,
+        verify_batching: bool = True,
+    ) -> None:
+        if intra_op_threads < 1:
+            raise ValueError(f"intra_op_threads must be >= 1, got {intra_op_threads}")
+        model = self._load_model(
+            model_path,
+            score_threshold=score_threshold,
+            nms_iou_threshold=nms_iou_threshold,
+            expected_sha256=expected_sha256,
+            class_names=class_names,
+            input_size=input_size,
+            max_detections=max_detections,
+        )
+        path = self._path
+
+        rewritten = make_batch_dynamic(model)
+        if self._input_size != self._exported_input_size:
+            dims = model.graph.input[0].type.tensor_type.shape.dim
+            dims[2].dim_param, dims[3].dim_param = "height", "width"
+            out_dims = model.graph.output[0].type.tensor_type.shape.dim
+            out_dims[1].ClearField("dim_value")
+            out_dims[1].dim_param = "anchors"
+        log.debug("%s: rewrote %d Reshape shape constants for dynamic batch", path, rewritten)
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = intra_op_threads
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        try:
+            self._session = ort.InferenceSession(
+                model.SerializeToString(), sess_options=options, providers=["CPUExecutionProvider"]
+            )
+        except _ORT_LOAD_ERRORS as exc:
+            raise ModelLoadError(f"onnxruntime cannot load detector model {path}: {exc}") from exc
+        self._input_name = self._session.get_inputs()[0].name
+        self._output_name = self._session.get_outputs()[0].name
+        if verify_batching:
+            self._verify_batching()
+
+    def run_raw(self, images: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
+        """Forward pass only: raw ``(N, A, 5 + C)`` head output for letterboxed uint8 images."""
+        batch = to_batch(self._as_image_list(images))
+        (out,) = self._session.run([self._output_name], {self._input_name: batch})
+        return np.asarray(out)
 
 
 def model_path(models_dir: Path, model_name: str) -> Path:
