@@ -71,7 +71,7 @@ class ClipRecorder:
         spool: The upload spool (owns the retry-until-stored guarantee).
         ring_of: Returns the pre-roll ring of a camera.
         info_of: Returns the current stream parameters of a camera (None before it opened).
-        detector_name: Recorded in each sidecar.
+        detector_name: The model (name@version) that analysed a camera, recorded in each sidecar.
         on_clip: Optional callback after a clip reached the spool (metrics).
     """
 
@@ -83,7 +83,7 @@ class ClipRecorder:
         spool: UploadSpool,
         ring_of: Callable[[str], PacketRing | None],
         info_of: Callable[[str], StreamInfo | None],
-        detector_name: Callable[[], str],
+        detector_name: Callable[[str], str],
         on_clip: Callable[[ClipDone], None] | None = None,
     ) -> None:
         self.cfg = cfg
@@ -197,7 +197,7 @@ class ClipRecorder:
             clip_end=_dt(clip.end_wall_ts),
             peak_count=rec.peak_count,
             zone=ev.zone,
-            detector=self._detector_name(),
+            detector=self._detector_name(ev.camera_id),
             sha256=digest,
             size_bytes=clip.size_bytes,
             duration_s=clip.duration_s,

@@ -28,29 +28,15 @@ from actors.recorder import ClipDone, ClipRecorder
 from actors.rules import CrowdRule, EventTransition
 from actors.stream import CameraStream, SampledFrame, StreamCounters
 from configs.schema import CameraConfig, ClusterConfig, DetectorConfig, IngestConfig, RecorderConfig
-from serve_apps.detector.deployment import DETECTOR_APP, DETECTOR_DEPLOYMENT
+from serve_apps.detector.deployment import DETECTOR_DEPLOYMENT
 from serve_apps.detector.preprocess import letterbox
 from serve_apps.detector.types import Detection, DetectRequest, DetectResult
 from serve_apps.metrics_export import export_metrics
+from storage.access import S3Access
 from storage.clip_store import ClipStore
 from storage.spool import UploadSpool
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class S3Access:
-    """Where and how a shard reaches the object store (passed to the actor, never logged)."""
-
-    endpoint: str
-    access_key: str
-    secret_key: str
-    bucket: str
-    secure: bool = False
-    region: str | None = None
-
-    def __repr__(self) -> str:  # keep secrets out of logs and tracebacks
-        return f"S3Access(endpoint={self.endpoint!r}, bucket={self.bucket!r})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +49,7 @@ class ShardSettings:
     ingest: IngestConfig
     recorder: RecorderConfig
     detector: DetectorConfig
+    purpose_detectors: dict[str, DetectorConfig]
     s3: S3Access
     spool_max_bytes: int
     state_dir: Path
@@ -108,6 +95,7 @@ class _Camera:
         self.rules = [CrowdRule(cfg.id, z) for z in cfg.zones]
         self.lock = threading.Lock()
         self.last_detections: tuple[Detection, ...] = ()
+        self.model = "none yet"
 
 
 class DecoderShard:
@@ -131,7 +119,6 @@ class DecoderShard:
         self._n_events = 0
         self._analysed = 0
         self._detector_errors = 0
-        self._detector_name = "unknown"
         self._dropped_by_camera: dict[str, int] = {}
         self._retired = StreamCounters()  # totals of cameras no longer owned, so stats stay cumulative
         self.metrics_address = export_metrics(
@@ -149,10 +136,14 @@ class DecoderShard:
             spool=self.spool,
             ring_of=lambda cid: c.ring if (c := self._cams.get(cid)) else None,
             info_of=lambda cid: c.stream.info if (c := self._cams.get(cid)) else None,
-            detector_name=lambda: self._detector_name,
+            detector_name=lambda cid: c.model if (c := self._cams.get(cid)) else "unknown",
             on_clip=self._on_clip,
         )
-        self._handle = serve.get_deployment_handle(DETECTOR_DEPLOYMENT, app_name=DETECTOR_APP)
+        # One Serve app per detector; each camera uses the one for its purpose.
+        self._handles = {
+            det.app_name: serve.get_deployment_handle(DETECTOR_DEPLOYMENT, app_name=det.app_name)
+            for det in [settings.detector, *settings.purpose_detectors.values()]
+        }
         self._workers = [
             threading.Thread(target=self._detect_loop, name=f"detect-{i}", daemon=True)
             for i in range(cl.max_in_flight_per_shard)
@@ -307,24 +298,29 @@ class DecoderShard:
             cam.stream.frames_dropped += 1
         m.FRAMES_DROPPED.labels(self.shard_id, reason).inc()
 
+    def _detector_of(self, camera_id: str) -> DetectorConfig:
+        cam = self._cams.get(camera_id)
+        purpose = cam.cfg.purpose if cam is not None else "general"
+        return self.s.purpose_detectors.get(purpose, self.s.detector)
+
     def _detect_loop(self) -> None:
-        size = self.s.detector.input_size
-        timeout_s = self.s.detector.request_timeout_s
         while not self._stop.is_set():
             frame = self._queue.get(timeout_s=0.5)
             if frame is None:
                 continue
+            det = self._detector_of(frame.camera_id)
+            timeout_s = det.request_timeout_s
             req = DetectRequest(
                 camera_id=frame.camera_id,
                 frame_seq=frame.frame_seq,
                 capture_ts=frame.capture_ts,
-                letterboxed=letterbox(frame.image, size),
+                letterboxed=letterbox(frame.image, det.input_size),
             )
             with self._in_flight_lock:
                 self._in_flight += 1
             t0 = time.perf_counter()
             try:
-                result: DetectResult = self._handle.detect.remote(req).result(timeout_s=timeout_s)
+                result: DetectResult = self._handles[det.app_name].detect.remote(req).result(timeout_s=timeout_s)
             except TimeoutError:
                 self._detector_errors += 1
                 self._count_drop(frame.camera_id, "detector_timeout")
@@ -346,11 +342,11 @@ class DecoderShard:
         cam = self._cams.get(result.camera_id)
         if cam is None:
             return  # removed while the request was in flight
-        self._detector_name = result.model
         self._batch_sizes[result.batch_size] = self._batch_sizes.get(result.batch_size, 0) + 1
         with cam.lock:
             cam.stream.detections_received += 1
             cam.last_detections = result.detections
+            cam.model = result.model
             transitions = [t for rule in cam.rules for t in rule.update(result.capture_ts, result.detections)]
         for t in transitions:
             self._emit(t)

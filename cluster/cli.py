@@ -216,6 +216,66 @@ def _round(x: float | None) -> float | None:
     return None if x is None else round(x, 1)
 
 
+def _open_model_store(args: argparse.Namespace):
+    """The registry of the configured store, or of the embedded store's data dir (started briefly)."""
+    from storage.embedded_s3 import EmbeddedS3
+    from storage.model_store import ModelStore
+
+    cfg = load_config(args.config)
+    st = cfg.storage
+    cache = cfg.state_dir / "model-cache"
+    if st.endpoint is not None:
+        store = ModelStore(
+            st.endpoint, *_keys(st), st.models_bucket, secure=st.secure, region=st.region, cache_dir=cache
+        )
+        return store, lambda: None
+    s3 = EmbeddedS3(cfg.state_dir / "s3").start()
+    store = ModelStore(s3.endpoint, s3.access_key, s3.secret_key, st.models_bucket, cache_dir=cache)
+    return store, s3.stop
+
+
+def _keys(st: object) -> tuple[str, str]:
+    return os.environ[st.access_key_env], os.environ[st.secret_key_env]  # type: ignore[attr-defined]
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from cluster.models import push_model
+    from storage.model_store import ModelRegistryError
+
+    try:
+        store, stop = _open_model_store(args)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    except KeyError as exc:
+        print(f"environment variable {exc.args[0]} is not set (S3 keys of storage.endpoint)", file=sys.stderr)
+        return 2
+    try:
+        store.ensure_bucket()
+        if args.models_command == "push":
+            m = push_model(store, args.file, name=args.name, version=args.version, licence=args.licence)
+            print(
+                f"pushed {m.ref}: {m.size_bytes} bytes, sha256 {m.sha256}, input {m.input_size}px, "
+                f"{len(m.classes)} classes, licence {m.licence}"
+            )
+        else:
+            rows = store.list(args.name)
+            print(f"{'model':<28} {'input':>5} {'classes':>7}  {'sha256':<12}  {'licence':<12} created")
+            for m in rows:
+                print(
+                    f"{m.ref:<28} {m.input_size:>5} {len(m.classes):>7}  {m.sha256[:12]}  {m.licence:<12} "
+                    f"{m.created_at:%Y-%m-%d %H:%M}"
+                )
+            if not rows:
+                print("(no models)")
+        return 0
+    except (ModelRegistryError, ValueError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        stop()
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="cctv", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -246,6 +306,19 @@ def build_parser() -> argparse.ArgumentParser:
     prep.add_argument("--data-dir", type=Path, default=_default_data_dir())
     prep.add_argument("--cache-dir", type=Path, default=_default_cache_dir())
     prep.set_defaults(func=cmd_footage)
+
+    mp = sub.add_parser("models", help="the model registry (S3 'models' bucket)")
+    msub = mp.add_subparsers(dest="models_command", required=True)
+    push = msub.add_parser("push", help="validate an ONNX model and push it as NAME@VERSION")
+    push.add_argument("file", type=Path)
+    push.add_argument("--name", required=True)
+    push.add_argument("--version", required=True)
+    push.add_argument("--licence", default=None, help="SPDX id (default: read the LICENSE beside the file)")
+    lst = msub.add_parser("list", help="list models and versions")
+    lst.add_argument("--name", default=None)
+    for p_ in (push, lst):
+        p_.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
+        p_.set_defaults(func=cmd_models)
 
     cp = sub.add_parser("config", help="configuration")
     csub = cp.add_subparsers(dest="config_command", required=True)

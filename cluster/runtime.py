@@ -9,6 +9,7 @@ first, and keeps going if one step fails so nothing is left running.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -21,14 +22,17 @@ from pathlib import Path
 import ray
 from ray import serve
 
-from actors.shard import S3Access, ShardSettings, ShardStats
+from actors.shard import ShardSettings, ShardStats
 from cluster.controller import CONTROLLER_NAME, RemoteCameraController
+from cluster.models import seed_registry
 from configs.schema import AppConfig, CameraConfig
 from serve_apps.api.app import API_APP, build_api_app
-from serve_apps.detector.deployment import DETECTOR_APP, build_detector_app
+from serve_apps.detector.deployment import build_detector_app
 from serve_apps.metrics_export import TARGETS_ACTOR, MetricsTargets, file_sd
+from storage.access import S3Access
 from storage.clip_store import ClipStore
 from storage.embedded_s3 import EmbeddedS3
+from storage.model_store import ModelStore
 
 log = logging.getLogger(__name__)
 
@@ -108,8 +112,11 @@ class Runtime:
         serve.start(http_options={"host": cfg.cluster.serve_http_host, "port": cfg.cluster.serve_http_port})
         if started_ray:
             self._push("serve", serve.shutdown)  # undone after the apps: Serve's controller and proxies
-        serve.run(build_detector_app(cfg.detector, ns, cfg.metrics.bind_host), name=DETECTOR_APP, route_prefix=None)
-        self._push("detector app", lambda: serve.delete(DETECTOR_APP))
+        registry = self._model_registry(s3, state)
+        for det in cfg.all_detectors():
+            app = build_detector_app(det, ns, cfg.metrics.bind_host, registry, state / "model-cache")
+            serve.run(app, name=det.app_name, route_prefix=None)
+            self._push(f"detector app {det.app_name}", lambda name=det.app_name: serve.delete(name))
         serve.run(build_api_app(CONTROLLER_NAME, ns), name=API_APP, route_prefix="/")
         self._push("api app", lambda: serve.delete(API_APP))
 
@@ -120,6 +127,7 @@ class Runtime:
             ingest=cfg.ingest,
             recorder=cfg.recorder,
             detector=cfg.detector,
+            purpose_detectors=dict(cfg.purpose_detectors),
             s3=s3,
             spool_max_bytes=cfg.storage.spool_max_bytes,
             state_dir=state,
@@ -169,6 +177,25 @@ class Runtime:
                 f"storage.endpoint is {st.endpoint!r} but environment variable {exc.args[0]} is not set"
             ) from None
         return S3Access(st.endpoint, access, secret, st.bucket, secure=st.secure, region=st.region)
+
+    def _model_registry(self, s3: S3Access, state: Path) -> S3Access:
+        """The ``models`` bucket beside the clips; seeded from models_dir with any version it lacks."""
+        bucket = self.cfg.storage.models_bucket
+        registry = dataclasses.replace(s3, bucket=bucket)
+        store = ModelStore(
+            s3.endpoint,
+            s3.access_key,
+            s3.secret_key,
+            bucket,
+            secure=s3.secure,
+            region=s3.region,
+            cache_dir=state / "model-cache",
+        )
+        store.ensure_bucket()
+        for det in self.cfg.all_detectors():
+            if det.model_version is not None:
+                seed_registry(store, Path(det.models_dir), [(det.model_name, det.model_version)])
+        return registry
 
     def _start_ray(self, state: Path) -> bool:
         """Connect to the configured cluster or start a local one; True if we started it."""

@@ -719,6 +719,14 @@ def load_config(
             value = value.get(part) if isinstance(value, dict) else None
         if isinstance(value, str) and value:
             _set_dotted(data, ".".join(loc), _abspath(value, base))
+    purpose_detectors = data.get("purpose_detectors")
+    if isinstance(purpose_detectors, dict):  # a mapping of sections: their paths are file-relative too
+        data["purpose_detectors"] = {
+            k: {**v, "models_dir": _abspath(v["models_dir"], base)}
+            if isinstance(v, dict) and isinstance(v.get("models_dir"), str) and v["models_dir"]
+            else v
+            for k, v in purpose_detectors.items()
+        }
 
     # Cameras written in the config itself.
     cameras = data.get("cameras")

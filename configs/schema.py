@@ -87,15 +87,39 @@ class CameraConfig(_Model):
         return self
 
 
-class DetectorConfig(_Model):
-    """The detector deployment under Ray Serve."""
+class AutoscalingConfig(_Model):
+    """Serve autoscaling of detector replicas (replaces ``num_replicas`` when given)."""
 
-    model_name: str = "yolox_nano"
+    min_replicas: int = Field(default=1, ge=0)
+    max_replicas: int = Field(default=4, ge=1)
+    target_ongoing_requests: float = Field(default=16.0, gt=0)
+    upscale_delay_s: float = Field(default=5.0, ge=0)
+    downscale_delay_s: float = Field(default=60.0, ge=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> AutoscalingConfig:
+        if self.max_replicas < self.min_replicas:
+            raise ValueError(f"max_replicas {self.max_replicas} < min_replicas {self.min_replicas}")
+        return self
+
+
+class DetectorConfig(_Model):
+    """One detector deployment under Ray Serve (its own Serve app, ``detector-<model_name>``)."""
+
+    model_name: str = Field(default="yolox_nano", pattern=r"^[a-z0-9_-]+$")
+    model_version: str | None = Field(
+        default=None,
+        description="Load <model_name>@<model_version> from the model registry (S3 'models' bucket, sha256 "
+        "checked); None loads <models_dir>/<model_name>/<model_name>.onnx.",
+    )
     models_dir: Path = Field(
         default=Path("../shared/models"),
         description="Directory holding <model_name>/<model_name>.onnx; relative paths resolve against the "
         "config file's directory.",
     )
+    backend: Literal["onnxruntime", "torch"] = "onnxruntime"
+    device: Literal["cpu", "cuda"] = "cpu"
+    half: bool = Field(default=False, description="fp16 weights and activations (torch on CUDA).")
     input_size: int = Field(default=416, ge=32, le=1920, multiple_of=32)
     score_threshold: float = Field(default=0.3, gt=0, lt=1)
     nms_iou_threshold: float = Field(default=0.45, gt=0, lt=1)
@@ -108,6 +132,12 @@ class DetectorConfig(_Model):
     max_ongoing_requests: int = Field(default=32, ge=1)
     max_queued_requests: int = Field(default=64, ge=-1, description="-1: unbounded (not recommended).")
     request_timeout_s: float = Field(default=10.0, gt=0)
+    autoscaling: AutoscalingConfig | None = None
+
+    @property
+    def app_name(self) -> str:
+        """The Serve application this detector runs as."""
+        return f"detector-{self.model_name}"
 
 
 class StorageConfig(_Model):
@@ -117,6 +147,9 @@ class StorageConfig(_Model):
     secure: bool = False
     region: str | None = None
     bucket: str = Field(default="cctv", pattern=r"^[a-z0-9][a-z0-9.-]{2,62}$")
+    models_bucket: str = Field(
+        default="models", pattern=r"^[a-z0-9][a-z0-9.-]{2,62}$", description="The model registry's bucket."
+    )
     access_key_env: str = "CCTV_S3_ACCESS_KEY"
     secret_key_env: str = "CCTV_S3_SECRET_KEY"
     presign_expiry_s: int = Field(default=3600, ge=1, le=7 * 24 * 3600)
@@ -178,10 +211,27 @@ class AppConfig(_Model):
     cluster: ClusterConfig = Field(default_factory=ClusterConfig)
     storage: StorageConfig = Field(default_factory=StorageConfig)
     detector: DetectorConfig = Field(default_factory=DetectorConfig)
+    purpose_detectors: dict[Purpose, DetectorConfig] = Field(
+        default_factory=dict,
+        description="A different detector for cameras of a purpose (e.g. crowd: person_lwpd); the others use "
+        "'detector'.",
+    )
     recorder: RecorderConfig = Field(default_factory=RecorderConfig)
     ingest: IngestConfig = Field(default_factory=IngestConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     cameras: list[CameraConfig] = Field(default_factory=list)
+
+    def detector_for(self, purpose: Purpose) -> DetectorConfig:
+        return self.purpose_detectors.get(purpose, self.detector)
+
+    def all_detectors(self) -> list[DetectorConfig]:
+        """Each distinct detector once (one Serve app each)."""
+        out: dict[str, DetectorConfig] = {self.detector.app_name: self.detector}
+        for det in self.purpose_detectors.values():
+            if det.app_name in out and out[det.app_name] != det:
+                raise ValueError(f"two different configurations for detector {det.model_name!r}")
+            out[det.app_name] = det
+        return list(out.values())
 
     @model_validator(mode="after")
     def _unique_camera_ids(self) -> AppConfig:
@@ -190,4 +240,5 @@ class AppConfig(_Model):
             if cam.id in seen:
                 raise ValueError(f"duplicate camera id {cam.id!r}")
             seen.add(cam.id)
+        self.all_detectors()
         return self

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-from serve_apps.detector.onnx_runner import DetectorBase, load_detector
+from serve_apps.detector.onnx_runner import DetectorBase, OnnxDetector, load_detector
 
 Backend = Literal["onnxruntime", "torch"]
 BACKENDS: tuple[str, ...] = get_args(Backend)
@@ -30,4 +30,15 @@ def make_detector(backend: Backend, models_dir: Path, model_name: str, **kw: Any
         from serve_apps.detector.torch_runner import load_torch_detector
 
         return load_torch_detector(models_dir, model_name, **kw)
+    raise ValueError(f"unknown detector backend {backend!r}; expected one of {BACKENDS}")
+
+
+def detector_from_file(backend: Backend, path: Path, **kw: Any) -> DetectorBase:
+    """Load a model file (e.g. one fetched from the model registry) with the named backend."""
+    if backend == "onnxruntime":
+        return OnnxDetector(path, **kw)
+    if backend == "torch":
+        from serve_apps.detector.torch_runner import TorchDetector
+
+        return TorchDetector(path, **kw)
     raise ValueError(f"unknown detector backend {backend!r}; expected one of {BACKENDS}")

@@ -3,26 +3,37 @@
 Requests from all shards are gathered by ``@serve.batch`` into one forward pass. The
 model runs in a worker thread so the replica's event loop keeps collecting the next
 batch while the current one computes.
+
+Each configured detector is its own Serve application (``detector-<model_name>``). The
+model version can be switched in place through the deployment's ``user_config``
+(``{"model_version": "2"}``): Serve calls :meth:`Detector.reconfigure` on the running
+replicas, which load and verify the new model beside the old one and swap only when it
+passed — a bad artifact is refused and the previous version keeps serving.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 from ray import serve
 
 from configs.schema import DetectorConfig
-from serve_apps.detector.onnx_runner import OnnxDetector, load_detector
+from serve_apps.detector.backends import detector_from_file, make_detector
+from serve_apps.detector.onnx_runner import DetectorBase, ModelLoadError
 from serve_apps.detector.types import DetectRequest, DetectResult
 from serve_apps.metrics_export import export_metrics
+from storage.access import S3Access
+from storage.model_store import ModelRegistryError, ModelStore
 
 log = logging.getLogger(__name__)
 
-DETECTOR_APP = "detector"
 DETECTOR_DEPLOYMENT = "Detector"
 
 BATCH_SIZE = Histogram(
@@ -38,60 +49,164 @@ INFERENCE_SECONDS = Histogram(
     buckets=(0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0),
 )
 IMAGES = Counter("cctv_detector_images_total", "Images run through the detector.", ["deployment"])
+MODEL_LOADS = Counter(
+    "cctv_detector_model_loads_total", "Model loads by result (ok, refused).", ["deployment", "result"]
+)
+MODEL_INFO = Gauge("cctv_detector_model_info", "1 for the model version being served.", ["deployment", "model"])
+
+
+@dataclass(frozen=True, slots=True)
+class ModelStatus:
+    """What a replica serves, and why the last switch was refused if it was."""
+
+    model: str
+    loaded_ts: float
+    last_error: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedModel:
+    """A runner and the id results carry: ``name@version`` from the registry, ``name@sha256[:12]`` from a file."""
+
+    runner: DetectorBase
+    model_id: str
+
+
+def load_model(cfg: DetectorConfig, version: str | None, registry: S3Access | None, cache_dir: Path) -> LoadedModel:
+    """The configured detector at ``version`` (registry) or from ``models_dir`` (no version).
+
+    Raises:
+        ModelLoadError / ModelRegistryError / FileNotFoundError: the model cannot be served.
+    """
+    kw: dict[str, Any] = {
+        "score_threshold": cfg.score_threshold,
+        "nms_iou_threshold": cfg.nms_iou_threshold,
+    }
+    if cfg.backend == "onnxruntime":
+        kw["intra_op_threads"] = cfg.intra_op_threads
+    else:
+        kw.update(device=cfg.device, half=cfg.half)
+    if version is None:
+        runner = make_detector(cfg.backend, Path(cfg.models_dir), cfg.model_name, **kw)
+        model_id = runner.model_id
+    else:
+        if registry is None:
+            raise ModelRegistryError(f"{cfg.model_name}@{version} asked for, but no model registry is configured")
+        store = ModelStore(
+            registry.endpoint,
+            registry.access_key,
+            registry.secret_key,
+            registry.bucket,
+            secure=registry.secure,
+            region=registry.region,
+            cache_dir=cache_dir,
+        )
+        manifest, path = store.fetch(f"{cfg.model_name}@{version}")
+        kw["expected_sha256"] = manifest.sha256
+        kw["class_names"] = manifest.classes
+        runner = detector_from_file(cfg.backend, path, **kw)
+        model_id = manifest.ref
+    if runner.input_size != cfg.input_size:
+        raise ModelLoadError(
+            f"model {cfg.model_name}@{version or 'local'} takes {runner.input_size}px input, "
+            f"config says {cfg.input_size}"
+        )
+    return LoadedModel(runner, model_id)
 
 
 class Detector:
     """Serve deployment class (bound by :func:`build_detector_app`)."""
 
-    def __init__(self, cfg: DetectorConfig, namespace: str | None = None, metrics_bind_host: str = "0.0.0.0") -> None:
+    def __init__(
+        self,
+        cfg: DetectorConfig,
+        namespace: str | None = None,
+        metrics_bind_host: str = "0.0.0.0",
+        registry: S3Access | None = None,
+        cache_dir: str = "/tmp/cctv-models",
+    ) -> None:
         self.cfg = cfg
-        self.runner: OnnxDetector = load_detector(
-            Path(cfg.models_dir),
-            cfg.model_name,
-            score_threshold=cfg.score_threshold,
-            nms_iou_threshold=cfg.nms_iou_threshold,
-            intra_op_threads=cfg.intra_op_threads,
-        )
-        if self.runner.input_size != cfg.input_size:
-            raise ValueError(
-                f"model {cfg.model_name} takes {self.runner.input_size}px input, config says {cfg.input_size}"
-            )
-        self.model_id = f"{self.runner.name}@{self.runner.version}"
-        replica = serve.get_replica_context().replica_tag if _in_serve() else "local"
+        self._registry = registry
+        self._cache_dir = Path(cache_dir)
+        self._lock = threading.Lock()
+        self._version = cfg.model_version
+        self.model = load_model(cfg, self._version, registry, self._cache_dir)
+        self._status = ModelStatus(self.model.model_id, time.time(), None)
+        MODEL_LOADS.labels(cfg.app_name, "ok").inc()
+        MODEL_INFO.labels(cfg.app_name, self.model.model_id).set(1)
+        replica = serve.get_replica_context().replica_id.unique_id if _in_serve() else "local"
         self.metrics_address = export_metrics(
-            "detector", f"detector-{replica}", bind_host=metrics_bind_host, namespace=namespace
+            "detector", f"{cfg.app_name}-{replica}", bind_host=metrics_bind_host, namespace=namespace
         )
         self.detect.set_max_batch_size(cfg.max_batch_size)
         self.detect.set_batch_wait_timeout_s(cfg.batch_wait_timeout_s)
-        log.info("detector %s ready (metrics at %s)", self.model_id, self.metrics_address)
+        log.info("detector %s ready (metrics at %s)", self.model.model_id, self.metrics_address)
+
+    def reconfigure(self, user_config: dict[str, Any]) -> None:
+        """Switch model version in place; a model that fails to load or verify is refused.
+
+        Serve calls this at start and whenever the deployment's ``user_config`` changes,
+        without restarting the replica; requests keep flowing to the current model while
+        the new one loads.
+        """
+        version = user_config.get("model_version", self.cfg.model_version)
+        if version == self._version:
+            return
+        try:
+            new = load_model(self.cfg, version, self._registry, self._cache_dir)
+        except (ModelLoadError, ModelRegistryError, FileNotFoundError, OSError) as exc:
+            error = f"{self.cfg.model_name}@{version} refused: {exc}"
+            MODEL_LOADS.labels(self.cfg.app_name, "refused").inc()
+            log.error("%s; still serving %s", error, self.model.model_id)
+            self._status = ModelStatus(self.model.model_id, self._status.loaded_ts, error)
+            return
+        with self._lock:
+            old = self.model.model_id
+            self.model, self._version = new, version
+        MODEL_INFO.labels(self.cfg.app_name, old).set(0)
+        MODEL_INFO.labels(self.cfg.app_name, new.model_id).set(1)
+        MODEL_LOADS.labels(self.cfg.app_name, "ok").inc()
+        self._status = ModelStatus(new.model_id, time.time(), None)
+        log.info("detector switched %s -> %s", old, new.model_id)
+
+    def model_status(self) -> ModelStatus:
+        return self._status
 
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.02)
     async def detect(self, requests: list[DetectRequest]) -> list[DetectResult]:
-        arrived = time.perf_counter()
-        t0 = time.perf_counter()
-        dets = await asyncio.to_thread(self.runner.detect, [r.letterboxed for r in requests])
+        formed = time.perf_counter()
+        model = self.model  # one model for the whole batch, even if a switch lands meanwhile
+        started: list[float] = []
+
+        def run() -> list:
+            started.append(time.perf_counter())
+            return model.runner.detect([r.letterboxed for r in requests])
+
+        dets = await asyncio.to_thread(run)
+        t0 = started[0]
         inference_ms = (time.perf_counter() - t0) * 1000.0
         n = len(requests)
-        BATCH_SIZE.labels(DETECTOR_DEPLOYMENT).observe(n)
-        INFERENCE_SECONDS.labels(DETECTOR_DEPLOYMENT).observe(inference_ms / 1000.0)
-        IMAGES.labels(DETECTOR_DEPLOYMENT).inc(n)
+        name = self.cfg.app_name
+        BATCH_SIZE.labels(name).observe(n)
+        INFERENCE_SECONDS.labels(name).observe(inference_ms / 1000.0)
+        IMAGES.labels(name).inc(n)
         return [
             DetectResult(
                 camera_id=r.camera_id,
                 frame_seq=r.frame_seq,
                 capture_ts=r.capture_ts,
                 detections=d,
-                model=self.model_id,
+                model=model.model_id,
                 batch_size=n,
                 inference_ms=inference_ms,
-                queue_ms=(t0 - arrived) * 1000.0,
+                queue_ms=(t0 - formed) * 1000.0,
             )
             for r, d in zip(requests, dets, strict=True)
         ]
 
     def check_health(self) -> None:
         """Serve calls this periodically; an exception marks the replica unhealthy."""
-        if self.runner is None:
+        if self.model is None:
             raise RuntimeError("detector model not loaded")
 
 
@@ -104,24 +219,48 @@ def _in_serve() -> bool:
 
 
 def build_detector_app(
-    cfg: DetectorConfig, namespace: str | None = None, metrics_bind_host: str = "0.0.0.0"
+    cfg: DetectorConfig,
+    namespace: str | None = None,
+    metrics_bind_host: str = "0.0.0.0",
+    registry: S3Access | None = None,
+    cache_dir: Path | None = None,
+    model_version: str | None = None,
 ) -> serve.Application:
     """Bind the deployment with the replica resources and queue limits from config.
+
+    ``model_version`` (default: the config's) goes into ``user_config`` only: running this again
+    with another version and otherwise the same arguments is a lightweight Serve update that
+    calls :meth:`Detector.reconfigure` on the live replicas instead of replacing them.
 
     ``max_queued_requests`` is bounded on purpose: when replicas are saturated the caller
     gets a fast back-pressure error and counts a drop, instead of queueing stale frames.
     """
-    options = {"num_cpus": cfg.num_cpus_per_replica}
+    options: dict[str, Any] = {"num_cpus": cfg.num_cpus_per_replica}
     if cfg.num_gpus_per_replica > 0:
         options["num_gpus"] = cfg.num_gpus_per_replica
+    scaling: dict[str, Any]
+    if cfg.autoscaling is not None:
+        a = cfg.autoscaling
+        scaling = {
+            "autoscaling_config": {
+                "min_replicas": a.min_replicas,
+                "max_replicas": a.max_replicas,
+                "target_ongoing_requests": a.target_ongoing_requests,
+                "upscale_delay_s": a.upscale_delay_s,
+                "downscale_delay_s": a.downscale_delay_s,
+            }
+        }
+    else:
+        scaling = {"num_replicas": cfg.num_replicas}
     dep = serve.deployment(
         Detector,
         name=DETECTOR_DEPLOYMENT,
-        num_replicas=cfg.num_replicas,
         ray_actor_options=options,
         max_ongoing_requests=cfg.max_ongoing_requests,
         max_queued_requests=cfg.max_queued_requests,
         health_check_period_s=10,
         health_check_timeout_s=30,
+        user_config={"model_version": model_version or cfg.model_version},
+        **scaling,
     )
-    return dep.bind(cfg, namespace, metrics_bind_host)
+    return dep.bind(cfg, namespace, metrics_bind_host, registry, str(cache_dir or "/tmp/cctv-models"))

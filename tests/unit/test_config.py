@@ -485,3 +485,27 @@ def test_config_error_pickles() -> None:
     copy = pickle.loads(pickle.dumps(err))
     assert copy.issues == err.issues and str(copy) == "a.yaml:3: cluster.num_shards: bad"
     assert isinstance(copy, ValueError)
+
+
+def test_purpose_detectors_resolve_paths_and_route_by_purpose(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "app.yaml",
+        "detector:\n  models_dir: m\npurpose_detectors:\n  crowd:\n    model_name: person_lwpd\n"
+        "    input_size: 192\n    models_dir: ../other\n",
+    )
+    cfg = load_config(path, env={})
+    crowd = cfg.detector_for("crowd")
+    assert crowd.model_name == "person_lwpd" and crowd.models_dir == (tmp_path.parent / "other")
+    assert cfg.detector_for("traffic").model_name == "yolox_nano"
+    assert [d.app_name for d in cfg.all_detectors()] == ["detector-yolox_nano", "detector-person_lwpd"]
+
+
+def test_two_configs_for_one_detector_are_refused(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "app.yaml",
+        "purpose_detectors:\n  crowd:\n    model_name: yolox_nano\n    max_batch_size: 2\n",
+    )
+    with pytest.raises(ConfigError, match="two different configurations for detector 'yolox_nano'"):
+        load_config(path, env={})
