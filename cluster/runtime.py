@@ -112,9 +112,9 @@ class Runtime:
         serve.start(http_options={"host": cfg.cluster.serve_http_host, "port": cfg.cluster.serve_http_port})
         if started_ray:
             self._push("serve", serve.shutdown)  # undone after the apps: Serve's controller and proxies
-        registry = self._model_registry(s3, state)
+        model_registry = self._model_registry(s3, state)
         for det in cfg.all_detectors():
-            app = build_detector_app(det, ns, cfg.metrics.bind_host, registry, state / "model-cache")
+            app = build_detector_app(det, ns, cfg.metrics.bind_host, model_registry, state / "model-cache")
             serve.run(app, name=det.app_name, route_prefix=None)
             self._push(f"detector app {det.app_name}", lambda name=det.app_name: serve.delete(name))
         serve.run(build_api_app(CONTROLLER_NAME, ns), name=API_APP, route_prefix="/")
