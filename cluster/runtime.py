@@ -27,7 +27,7 @@ from cluster.controller import CONTROLLER_NAME, RemoteCameraController
 from cluster.models import seed_registry
 from configs.schema import AppConfig, CameraConfig
 from serve_apps.api.app import API_APP, build_api_app
-from serve_apps.detector.deployment import build_detector_app
+from serve_apps.detector.deployment import build_detector_app, detector_route
 from serve_apps.metrics_export import TARGETS_ACTOR, MetricsTargets, file_sd
 from storage.access import S3Access
 from storage.clip_store import ClipStore
@@ -115,7 +115,7 @@ class Runtime:
         model_registry = self._model_registry(s3, state)
         for det in cfg.all_detectors():
             app = build_detector_app(det, ns, cfg.metrics.bind_host, model_registry, state / "model-cache")
-            serve.run(app, name=det.app_name, route_prefix=None)
+            serve.run(app, name=det.app_name, route_prefix=detector_route(det))
             self._push(f"detector app {det.app_name}", lambda name=det.app_name: serve.delete(name))
         serve.run(build_api_app(CONTROLLER_NAME, ns), name=API_APP, route_prefix="/")
         self._push("api app", lambda: serve.delete(API_APP))

@@ -21,12 +21,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import cv2
+import numpy as np
 from prometheus_client import Counter, Gauge, Histogram
 from ray import serve
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
 
 from configs.schema import DetectorConfig
 from serve_apps.detector.backends import detector_from_file, make_detector
 from serve_apps.detector.onnx_runner import DetectorBase, ModelLoadError
+from serve_apps.detector.preprocess import letterbox
 from serve_apps.detector.types import DetectRequest, DetectResult
 from serve_apps.metrics_export import export_metrics
 from storage.access import S3Access
@@ -35,6 +40,7 @@ from storage.model_store import ModelRegistryError, ModelStore
 log = logging.getLogger(__name__)
 
 DETECTOR_DEPLOYMENT = "Detector"
+MAX_IMAGE_BYTES = 20 * 1024**2
 
 BATCH_SIZE = Histogram(
     "cctv_detector_batch_size",
@@ -204,10 +210,53 @@ class Detector:
             for r, d in zip(requests, dets, strict=True)
         ]
 
+    async def __call__(self, request: Request) -> Response:
+        """HTTP: POST an encoded image (JPEG/PNG) to ``/detect/<model_name>``; detections as JSON.
+
+        The image joins the same batches as the shards' requests.
+        """
+        if request.method != "POST":
+            return _error(405, "POST an encoded image (JPEG or PNG) as the request body")
+        body = await request.body()
+        if not body:
+            return _error(400, "empty body: POST an encoded image (JPEG or PNG)")
+        if len(body) > MAX_IMAGE_BYTES:
+            return _error(413, f"image of {len(body)} bytes exceeds {MAX_IMAGE_BYTES}")
+        frame = cv2.imdecode(np.frombuffer(body, np.uint8), cv2.IMREAD_COLOR)
+        if frame is None:
+            return _error(400, "body is not a decodable image (JPEG or PNG expected)")
+        camera = request.query_params.get("camera", "http")
+        req = DetectRequest(
+            camera_id=camera, frame_seq=0, capture_ts=time.time(), letterboxed=letterbox(frame, self.cfg.input_size)
+        )
+        result: DetectResult = await self.detect(req)
+        return JSONResponse(
+            {
+                "model": result.model,
+                "batch_size": result.batch_size,
+                "inference_ms": round(result.inference_ms, 2),
+                "width": int(frame.shape[1]),
+                "height": int(frame.shape[0]),
+                "detections": [
+                    {
+                        "label": d.label,
+                        "class_id": d.class_id,
+                        "score": round(d.score, 4),
+                        "box": [round(v, 1) for v in d.box],
+                    }
+                    for d in result.detections
+                ],
+            }
+        )
+
     def check_health(self) -> None:
         """Serve calls this periodically; an exception marks the replica unhealthy."""
         if self.model is None:
             raise RuntimeError("detector model not loaded")
+
+
+def _error(status: int, detail: str) -> JSONResponse:
+    return JSONResponse({"error": {"status": status, "detail": detail}}, status_code=status)
 
 
 def _in_serve() -> bool:
@@ -216,6 +265,11 @@ def _in_serve() -> bool:
     except RuntimeError:
         return False
     return True
+
+
+def detector_route(cfg: DetectorConfig) -> str:
+    """HTTP route of a detector app."""
+    return f"/detect/{cfg.model_name}"
 
 
 def build_detector_app(

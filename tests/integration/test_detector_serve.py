@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
+import httpx
 import pytest
 import ray
 from minio import Minio
@@ -23,9 +24,10 @@ from ray import serve
 
 from cluster.models import push_model
 from configs.schema import DetectorConfig
-from serve_apps.detector.deployment import DETECTOR_DEPLOYMENT, build_detector_app
+from serve_apps.detector.deployment import DETECTOR_DEPLOYMENT, build_detector_app, detector_route
 from serve_apps.detector.preprocess import letterbox
 from serve_apps.detector.types import DetectRequest, DetectResult
+from serve_apps.metrics_export import free_port
 from storage.access import S3Access
 from storage.embedded_s3 import EmbeddedS3
 from storage.model_store import ModelStore
@@ -90,11 +92,14 @@ def served(registry: tuple[S3Access, ModelStore], models_dir: Path, tmp_path_fac
         num_cpus_per_replica=0.5,
         max_queued_requests=200,
     )
-    serve.start(http_options={"host": "127.0.0.1", "port": 0})
+    port = free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
     cache = tmp_path_factory.mktemp("replica-cache")
-    serve.run(build_detector_app(cfg, "cctv-det-test", "127.0.0.1", access, cache), name=APP, route_prefix=None)
+    serve.run(
+        build_detector_app(cfg, "cctv-det-test", "127.0.0.1", access, cache), name=APP, route_prefix=detector_route(cfg)
+    )
     try:
-        yield cfg, access, cache
+        yield cfg, access, cache, f"http://127.0.0.1:{port}{detector_route(cfg)}"
     finally:
         serve.shutdown()
         ray.shutdown()
@@ -118,9 +123,9 @@ def _model() -> str:
 
 
 def _redeploy(served, version: str) -> None:
-    cfg, access, cache = served
+    cfg, access, cache, _ = served
     app = build_detector_app(cfg, "cctv-det-test", "127.0.0.1", access, cache, model_version=version)
-    serve.run(app, name=APP, route_prefix=None)
+    serve.run(app, name=APP, route_prefix=detector_route(cfg))
 
 
 def test_model_from_registry_serves_batches(served, request_frame: DetectRequest) -> None:
@@ -130,6 +135,24 @@ def test_model_from_registry_serves_batches(served, request_frame: DetectRequest
     persons = [sum(d.label == "person" for d in r.detections) for r in results]
     assert len(set(persons)) == 1 and 4 <= persons[0] <= 15
     assert max(r.batch_size for r in results) > 1  # concurrent requests were batched
+
+
+def test_http_detect_endpoint_and_bad_requests(served, vtest_path: Path) -> None:
+    url = served[3]
+    cap = cv2.VideoCapture(str(vtest_path))
+    ok, frame = cap.read()
+    assert ok
+    jpeg = cv2.imencode(".jpg", frame)[1].tobytes()
+    r = httpx.post(url, content=jpeg, timeout=60)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["model"] == "yolox_nano@1" and (body["width"], body["height"]) == (768, 576)
+    persons = [d for d in body["detections"] if d["label"] == "person"]
+    assert persons and all(0 <= d["box"][0] < d["box"][2] <= 768 for d in persons)
+    bad = httpx.post(url, content=b"definitely not an image", timeout=30)
+    assert bad.status_code == 400 and "not a decodable image" in bad.json()["error"]["detail"]
+    assert httpx.post(url, content=b"", timeout=30).status_code == 400
+    assert httpx.get(url, timeout=30).status_code == 405
 
 
 @pytest.mark.parametrize(
