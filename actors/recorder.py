@@ -17,9 +17,9 @@ from pathlib import Path
 
 import av
 
+from actors.analytics.events import EventPhase, EventTransition
 from actors.clip_writer import write_mp4
 from actors.packets import EncodedPacket, PacketRing, StreamInfo
-from actors.rules import EventPhase, EventTransition
 from configs.schema import RecorderConfig
 from storage.clip_store import sha256_file
 from storage.records import ClipSidecar, clip_object_key
@@ -37,7 +37,8 @@ class _Recording:
     packets: list[EncodedPacket]
     last_dts: int | None
     end_after_ts: float | None = None
-    peak_count: int = 0
+    peak_value: float = 0.0
+    severity: str = "warning"
     ended_at: float | None = None
     cut: bool = False
 
@@ -113,9 +114,12 @@ class ClipRecorder:
                     return
                 packets = ring.snapshot(ev.started_at - self.cfg.pre_roll_s)
                 last_dts = packets[-1].dts if packets else None
-                per_cam[ev.event_id] = _Recording(ev, info, packets, last_dts, peak_count=ev.peak_count)
+                per_cam[ev.event_id] = _Recording(
+                    ev, info, packets, last_dts, peak_value=ev.peak_value, severity=ev.severity
+                )
             elif rec is not None:
-                rec.peak_count = max(rec.peak_count, ev.peak_count)
+                rec.peak_value = max(rec.peak_value, ev.peak_value)
+                rec.severity = ev.severity
                 if ev.phase is EventPhase.CLOSED:
                     rec.ended_at = ev.ended_at if ev.ended_at is not None else ev.ts
                     rec.end_after_ts = rec.ended_at + self.cfg.post_roll_s
@@ -195,7 +199,9 @@ class ClipRecorder:
             ended_at=_dt(ended_at),
             clip_start=_dt(clip.start_wall_ts),
             clip_end=_dt(clip.end_wall_ts),
-            peak_count=rec.peak_count,
+            peak_value=rec.peak_value,
+            unit=ev.unit,
+            severity=rec.severity,
             zone=ev.zone,
             detector=self._detector_name(ev.camera_id),
             sha256=digest,

@@ -21,11 +21,12 @@ import ray
 from ray import serve
 
 from actors import metrics as m
+from actors.analytics.events import EventTransition
+from actors.analytics.registry import build_rules
 from actors.backpressure import DropQueue
 from actors.camera_state import CameraState, CameraStatus
 from actors.packets import EncodedPacket, PacketRing, StreamInfo
 from actors.recorder import ClipDone, ClipRecorder
-from actors.rules import CrowdRule, EventTransition
 from actors.stream import CameraStream, SampledFrame, StreamCounters
 from configs.schema import CameraConfig, ClusterConfig, DetectorConfig, IngestConfig, RecorderConfig
 from serve_apps.detector.deployment import DETECTOR_DEPLOYMENT
@@ -92,7 +93,7 @@ class _Camera:
         self.cfg = cfg
         self.stream = stream
         self.ring = ring
-        self.rules = [CrowdRule(cfg.id, z) for z in cfg.zones]
+        self.rules = build_rules(cfg)
         self.lock = threading.Lock()
         self.last_detections: tuple[Detection, ...] = ()
         self.model = "none yet"
@@ -370,13 +371,15 @@ class DecoderShard:
             if cam is not None:
                 cam.stream.events_opened += 1
         log.info(
-            "event %s %s camera=%s zone=%s count=%d peak=%d",
+            "event %s %s camera=%s zone=%s severity=%s value=%s peak=%s %s",
             t.event_type,
             t.phase.value,
             t.camera_id,
             t.zone,
-            t.count,
-            t.peak_count,
+            t.severity,
+            t.value,
+            t.peak_value,
+            t.unit,
         )
         self.recorder.on_event(t)
 

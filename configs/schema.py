@@ -12,8 +12,18 @@ import re
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from configs.analytics import (
+    CrowdDensityConfig,
+    FireSmokeConfig,
+    GroundCalibration,
+    IntrusionConfig,
+    LoiteringConfig,
+    WaterGaugeConfig,
+)
 
 CAMERA_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 
@@ -38,13 +48,18 @@ class _Model(BaseModel):
 
 
 class ZoneConfig(_Model):
-    """A polygon in image pixels with a crowd rule attached."""
+    """A polygon in image pixels with the rules that watch it."""
 
     name: str = Field(min_length=1, max_length=64)
     polygon: list[tuple[float, float]] = Field(min_length=3, description="Vertices (x, y) in frame pixels.")
-    crowd_threshold_people: int = Field(default=5, ge=1, description="People in the zone that count as a crowd.")
+    crowd_threshold_people: int | None = Field(
+        default=5, ge=1, description="People in the zone that count as a crowd (None: no count rule)."
+    )
     min_duration_s: float = Field(default=2.0, ge=0, description="The count must hold this long to open an event.")
     cooldown_s: float = Field(default=5.0, ge=0, description="Below threshold this long closes the event.")
+    crowd_density: CrowdDensityConfig | None = None
+    intrusion: IntrusionConfig | None = None
+    loitering: LoiteringConfig | None = None
 
 
 class CameraConfig(_Model):
@@ -69,6 +84,21 @@ class CameraConfig(_Model):
     )
     motion_max_skip_s: float = Field(default=10.0, gt=0, description="Analyse at least this often even when static.")
     zones: list[ZoneConfig] = Field(default_factory=list)
+    calibration: GroundCalibration | None = Field(
+        default=None, description="Ground-plane calibration: zones get areas in m², crowds densities."
+    )
+    water_gauges: list[WaterGaugeConfig] = Field(default_factory=list)
+    fire_smoke: FireSmokeConfig | None = None
+    timezone: str = Field(default="Asia/Seoul", description="For rule schedules (IANA name).")
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_tz(cls, tz: str) -> str:
+        try:
+            ZoneInfo(tz)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {tz!r}") from None
+        return tz
 
     @field_validator("url")
     @classmethod

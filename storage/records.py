@@ -40,7 +40,9 @@ class ClipSidecar(BaseModel):
     ended_at: AwareDatetime
     clip_start: AwareDatetime
     clip_end: AwareDatetime
-    peak_count: int = Field(ge=0)
+    peak_value: float = Field(ge=0, description="Highest measured value during the event, in ``unit``.")
+    unit: str = Field(default="people", max_length=32)
+    severity: str = Field(default="warning", max_length=16)
     zone: str | None = None
     detector: str = Field(min_length=1)
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")

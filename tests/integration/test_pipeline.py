@@ -135,7 +135,9 @@ def test_crowd_event_produces_a_remuxed_clip_in_s3(runtime: Runtime) -> None:
     keys = _wait_for(sidecars, timeout_s=150, interval_s=2.0)
     assert keys, "no clip reached S3 for cam-vtest"
     side: ClipSidecar = store.get_sidecar(keys[0])
-    assert side.camera_id == "cam-vtest" and side.event_type == "crowd" and side.peak_count >= 5
+    assert (
+        side.camera_id == "cam-vtest" and side.event_type == "crowd" and side.peak_value >= 5 and side.unit == "people"
+    )
     day = datetime.fromisoformat(str(side.started_at)).strftime("%Y/%m/%d")
     assert side.object_key == f"clips/{day}/cam-vtest/{side.event_id}.mp4"
 

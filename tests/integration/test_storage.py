@@ -54,7 +54,7 @@ def make_clip(
         ended_at=at + timedelta(seconds=3),
         clip_start=at - timedelta(seconds=5),
         clip_end=at + timedelta(seconds=8),
-        peak_count=6,
+        peak_value=6,
         zone="gate",
         detector="yolox_nano",
         sha256=hashlib.sha256(data).hexdigest(),

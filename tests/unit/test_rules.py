@@ -5,7 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from actors.rules import CrowdRule, EventPhase, count_people_in_zone, points_in_polygon
+from actors.analytics.crowd import CrowdRule
+from actors.analytics.events import EventPhase
+from actors.analytics.zones import count_people_in_zone, points_in_polygon
 from configs.schema import ZoneConfig
 from serve_apps.detector.types import Detection
 
@@ -53,7 +55,7 @@ def test_event_opens_only_after_min_duration() -> None:
     opened = rule.update(2.0, people(4))
     assert [t.phase for t in opened] == [EventPhase.OPENED]
     ev = opened[0]
-    assert ev.started_at == 0.0 and ev.count == 4 and ev.peak_count == 4 and ev.threshold == 3
+    assert ev.started_at == 0.0 and ev.value == 4 and ev.peak_value == 4 and ev.threshold == 3
 
 
 def test_short_spike_opens_nothing() -> None:
@@ -71,14 +73,14 @@ def test_peak_updates_and_close_after_cooldown() -> None:
         opened = rule.update(t, people(3))
     event_id = opened[0].event_id
     upd = rule.update(3.0, people(6))
-    assert [(t.phase, t.peak_count) for t in upd] == [(EventPhase.UPDATED, 6)]
+    assert [(t.phase, t.peak_value) for t in upd] == [(EventPhase.UPDATED, 6)]
     assert rule.update(4.0, people(1)) == []  # cooling starts
     assert rule.update(6.0, people(0)) == []  # 2 s < cooldown 3 s
     closed = rule.update(7.0, people(0))
     assert [t.phase for t in closed] == [EventPhase.CLOSED]
     assert closed[0].event_id == event_id
     assert closed[0].ended_at == 3.0  # last frame over threshold
-    assert closed[0].peak_count == 6
+    assert closed[0].peak_value == 6
     assert rule.active_event_id is None
 
 

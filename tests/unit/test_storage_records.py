@@ -30,7 +30,7 @@ def _sidecar(**overrides: object) -> ClipSidecar:
         "ended_at": T0 + timedelta(seconds=4),
         "clip_start": T0 - timedelta(seconds=5),
         "clip_end": T0 + timedelta(seconds=9),
-        "peak_count": 7,
+        "peak_value": 7.0,
         "zone": "plaza",
         "detector": "yolox_nano",
         "sha256": "ab" * 32,
@@ -100,7 +100,7 @@ def test_sidecar_rejects_unknown_fields() -> None:
 def test_sidecar_is_frozen() -> None:
     sidecar = _sidecar()
     with pytest.raises(ValidationError):
-        sidecar.peak_count = 3  # type: ignore[misc]
+        sidecar.peak_value = 3  # type: ignore[misc]
 
 
 @pytest.mark.parametrize(

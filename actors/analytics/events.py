@@ -1,0 +1,180 @@
+"""The event life cycle every rule shares, and the one event record they all emit."""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from dataclasses import dataclass
+
+from configs.analytics import Lifecycle, Severity
+
+
+class EventPhase(enum.StrEnum):
+    """Where an event is in its life: opened once, updated on a new peak or level, closed once."""
+
+    OPENED = "opened"
+    UPDATED = "updated"
+    CLOSED = "closed"
+
+
+@dataclass(frozen=True, slots=True)
+class EventTransition:
+    """One step of an event's life (what the recorder, the API and the metrics consume).
+
+    Attributes:
+        event_id: Stable id of the event across its transitions.
+        camera_id: Camera the event belongs to.
+        event_type: Rule name: ``crowd``, ``intrusion``, ``loitering``, ``water_level``, ``fire``, ``smoke``.
+        zone: Zone (or gauge) name, when the rule is zoned.
+        phase: Opened, updated or closed.
+        severity: ``info`` .. ``critical``; may rise (an update) while the event is open.
+        started_at: Capture time (epoch s) of the first frame where the condition held.
+        ended_at: Capture time of the last frame where it held (set when closed).
+        value: The measured value in the frame that caused this transition.
+        peak_value: Highest value so far in the event.
+        unit: Unit of ``value``: ``people``, ``people/m2``, ``cm``, ``score``, ``s``.
+        threshold: The threshold that opened the event.
+        ts: Capture time of the frame that caused this transition.
+        detail: Free text for operators (e.g. the track id of an intruder).
+    """
+
+    event_id: str
+    camera_id: str
+    event_type: str
+    zone: str | None
+    phase: EventPhase
+    severity: Severity
+    started_at: float
+    ended_at: float | None
+    value: float
+    peak_value: float
+    unit: str
+    threshold: float
+    ts: float
+    detail: str = ""
+
+
+class _State(enum.Enum):
+    IDLE = "idle"
+    PENDING = "pending"  # condition holds, not yet for min_duration_s
+    ACTIVE = "active"
+    COOLING = "cooling"  # event open, condition absent, waiting cooldown_s
+
+
+class EventLifecycle:
+    """Turns a per-frame "condition holds (with value and severity)" into event transitions.
+
+    * opens once the condition held ``min_duration_s`` (the start is the first frame it held);
+    * updates when the value reaches a new peak or the severity rises;
+    * closes once the condition was absent ``cooldown_s`` (the end is the last frame it held);
+    * after a close, stays quiet ``rearm_s`` (de-duplication of flapping conditions).
+
+    Frames older than the last one seen are ignored (results can arrive out of order).
+    """
+
+    _RANK: dict[str, int] = {"info": 0, "caution": 1, "warning": 2, "severe": 3, "critical": 4}
+
+    def __init__(self, camera_id: str, event_type: str, zone: str | None, timing: Lifecycle, *, unit: str) -> None:
+        self.camera_id = camera_id
+        self.event_type = event_type
+        self.zone = zone
+        self.timing = timing
+        self.unit = unit
+        self._state = _State.IDLE
+        self._first_on_ts = 0.0
+        self._last_on_ts = 0.0
+        self._first_off_ts = 0.0
+        self._quiet_until = float("-inf")
+        self._last_ts = float("-inf")
+        self._event_id: str | None = None
+        self._peak = 0.0
+        self._severity: Severity = "info"
+        self._threshold = 0.0
+
+    @property
+    def active_event_id(self) -> str | None:
+        return self._event_id
+
+    def update(
+        self,
+        ts: float,
+        on: bool,
+        *,
+        value: float,
+        severity: Severity = "warning",
+        threshold: float = 0.0,
+        detail: str = "",
+    ) -> list[EventTransition]:
+        """Feed one analysed frame; returns the transitions it caused (often none)."""
+        if ts < self._last_ts:
+            return []
+        self._last_ts = ts
+        t = self.timing
+        out: list[EventTransition] = []
+        if self._state is _State.IDLE:
+            if on and ts >= self._quiet_until:
+                self._state, self._first_on_ts, self._last_on_ts = _State.PENDING, ts, ts
+        elif self._state is _State.PENDING:
+            if on:
+                self._last_on_ts = ts
+            else:
+                self._state = _State.IDLE
+        elif self._state is _State.ACTIVE:
+            if on:
+                self._last_on_ts = ts
+            else:
+                self._state, self._first_off_ts = _State.COOLING, ts
+        elif self._state is _State.COOLING:
+            if on:
+                self._state, self._last_on_ts = _State.ACTIVE, ts
+            elif ts - self._first_off_ts >= t.cooldown_s:
+                out.append(self._emit(EventPhase.CLOSED, ts, value, detail, ended_at=self._last_on_ts))
+                self._reset(ts)
+                return out
+
+        if self._state is _State.PENDING and ts - self._first_on_ts >= t.min_duration_s:
+            self._state, self._event_id = _State.ACTIVE, uuid.uuid4().hex
+            self._peak, self._severity, self._threshold = value, severity, threshold
+            out.append(self._emit(EventPhase.OPENED, ts, value, detail))
+        elif self._state is _State.ACTIVE and on:
+            rises = self._RANK[severity] > self._RANK[self._severity]
+            if value > self._peak or rises:
+                self._peak = max(self._peak, value)
+                if rises:
+                    self._severity = severity
+                out.append(self._emit(EventPhase.UPDATED, ts, value, detail))
+        return out
+
+    def close(self, ts: float) -> list[EventTransition]:
+        """Close an open event now (camera removed or shutting down)."""
+        if self._event_id is None:
+            self._state = _State.IDLE
+            return []
+        out = [self._emit(EventPhase.CLOSED, ts, 0.0, "", ended_at=self._last_on_ts)]
+        self._reset(ts)
+        return out
+
+    def _reset(self, ts: float) -> None:
+        self._state, self._event_id, self._peak = _State.IDLE, None, 0.0
+        self._quiet_until = ts + self.timing.rearm_s
+
+    def _emit(
+        self, phase: EventPhase, ts: float, value: float, detail: str, ended_at: float | None = None
+    ) -> EventTransition:
+        assert self._event_id is not None
+        return EventTransition(
+            event_id=self._event_id,
+            camera_id=self.camera_id,
+            event_type=self.event_type,
+            zone=self.zone,
+            phase=phase,
+            severity=self._severity,
+            started_at=self._first_on_ts,
+            ended_at=ended_at,
+            value=value,
+            peak_value=self._peak,
+            unit=self.unit,
+            threshold=self._threshold,
+            ts=ts,
+            detail=detail,
+        )

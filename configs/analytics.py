@@ -1,0 +1,142 @@
+"""Configuration of the analytics rules (pydantic v2, ``extra="forbid"``).
+
+Each rule is configured per camera or per zone; units are in the names. These models are
+validated at load like the rest of the configuration (see :mod:`configs.schema`).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+Point = tuple[float, float]
+Severity = Literal["info", "caution", "warning", "severe", "critical"]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class GroundCalibration(_Model):
+    """Four image points (pixels) and where they lie on the ground (metres): a homography.
+
+    With it a zone has an area in m² and people counts become densities (people/m²).
+    """
+
+    image_points: list[Point] = Field(min_length=4, max_length=4)
+    ground_points_m: list[Point] = Field(min_length=4, max_length=4)
+
+
+class Lifecycle(_Model):
+    """Timing shared by every rule's events."""
+
+    min_duration_s: float = Field(default=2.0, ge=0, description="The condition must hold this long to open.")
+    cooldown_s: float = Field(default=5.0, ge=0, description="The condition must be absent this long to close.")
+    rearm_s: float = Field(
+        default=0.0, ge=0, description="After a close, no new event of this rule and zone opens for this long."
+    )
+
+
+class ScheduleWindow(_Model):
+    """When a rule is active: local time ``start``..``end`` (may wrap midnight) on ``days`` (0 = Monday)."""
+
+    days: list[int] = Field(default_factory=lambda: list(range(7)))
+    start: str = Field(default="00:00", description="HH:MM")
+    end: str = Field(default="24:00", description="HH:MM; 24:00 is the end of the day")
+
+    @field_validator("start", "end")
+    @classmethod
+    def _hhmm(cls, v: str) -> str:
+        m = re.fullmatch(r"(\d{2}):(\d{2})", v)
+        if not m or int(m.group(1)) > 24 or int(m.group(2)) > 59 or (int(m.group(1)) == 24 and m.group(2) != "00"):
+            raise ValueError(f"time {v!r} is not HH:MM (00:00..24:00)")
+        return v
+
+    @field_validator("days")
+    @classmethod
+    def _days(cls, v: list[int]) -> list[int]:
+        bad = [d for d in v if not 0 <= d <= 6]
+        if bad or not v:
+            raise ValueError(f"days must be 0 (Monday)..6 (Sunday), got {v}")
+        return v
+
+
+class CrowdDensityConfig(_Model):
+    """People in a zone. Calibrated zones use people/m² levels; others use people counts."""
+
+    levels_people_per_m2: tuple[float, float, float] = Field(
+        default=(3.0, 4.0, 5.0), description="caution, warning, severe (Seoul's crowd-density levels)"
+    )
+    levels_people: tuple[int, int, int] | None = Field(
+        default=None, description="caution, warning, severe as counts, for zones without calibration"
+    )
+    window_s: float = Field(default=5.0, gt=0, description="Count smoothing window (median).")
+    lifecycle: Lifecycle = Field(default_factory=Lifecycle)
+
+    @model_validator(mode="after")
+    def _rising(self) -> CrowdDensityConfig:
+        for name, levels in (
+            ("levels_people_per_m2", self.levels_people_per_m2),
+            ("levels_people", self.levels_people),
+        ):
+            if levels is not None and not (0 < levels[0] < levels[1] < levels[2]):
+                raise ValueError(f"{name} must rise strictly and be > 0, got {levels}")
+        return self
+
+
+class IntrusionConfig(_Model):
+    """An object of ``classes`` inside the zone opens an event."""
+
+    classes: list[str] = Field(default_factory=lambda: ["person"], min_length=1)
+    lifecycle: Lifecycle = Field(default_factory=lambda: Lifecycle(min_duration_s=1.0, cooldown_s=5.0))
+    schedule: list[ScheduleWindow] = Field(default_factory=list, description="Empty: always active.")
+
+
+class LoiteringConfig(_Model):
+    """One tracked object of ``classes`` staying in the zone at least ``dwell_s`` opens an event."""
+
+    classes: list[str] = Field(default_factory=lambda: ["person"], min_length=1)
+    dwell_s: float = Field(default=60.0, gt=0)
+    lifecycle: Lifecycle = Field(default_factory=lambda: Lifecycle(min_duration_s=0.0, cooldown_s=5.0))
+    schedule: list[ScheduleWindow] = Field(default_factory=list)
+
+
+class WaterGaugeConfig(_Model):
+    """A staff gauge (or a wall) seen by the camera: the image line from ``bottom`` to ``top``.
+
+    ``bottom`` is where the water level reads ``bottom_cm``, ``top`` where it reads ``top_cm``;
+    the estimator looks for the water surface along this line in a band ``band_px`` wide.
+    """
+
+    name: str = Field(default="gauge", min_length=1, max_length=64)
+    bottom: Point
+    top: Point
+    bottom_cm: float = 0.0
+    top_cm: float = 100.0
+    band_px: int = Field(default=12, ge=2, le=200)
+    thresholds_cm: list[float] = Field(default_factory=lambda: [15.0], min_length=1)
+    median_window: int = Field(default=5, ge=1, le=101, description="Temporal median over sampled frames.")
+    lifecycle: Lifecycle = Field(default_factory=lambda: Lifecycle(min_duration_s=5.0, cooldown_s=30.0))
+
+    @model_validator(mode="after")
+    def _check(self) -> WaterGaugeConfig:
+        if self.top_cm <= self.bottom_cm:
+            raise ValueError(f"top_cm {self.top_cm} must be above bottom_cm {self.bottom_cm}")
+        if self.bottom == self.top:
+            raise ValueError("gauge bottom and top are the same point")
+        if sorted(self.thresholds_cm) != self.thresholds_cm:
+            raise ValueError(f"thresholds_cm must be increasing, got {self.thresholds_cm}")
+        return self
+
+
+class FireSmokeConfig(_Model):
+    """Classic fire (flame colour + flicker) and smoke (growing low-saturation regions) detection."""
+
+    fire: bool = True
+    smoke: bool = True
+    roi: list[Point] | None = Field(default=None, description="Polygon to look in (None: whole frame).")
+    fire_score_threshold: float = Field(default=0.5, gt=0, lt=1)
+    smoke_score_threshold: float = Field(default=0.5, gt=0, lt=1)
+    lifecycle: Lifecycle = Field(default_factory=lambda: Lifecycle(min_duration_s=3.0, cooldown_s=10.0))
