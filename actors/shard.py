@@ -22,7 +22,7 @@ from ray import serve
 
 from actors import metrics as m
 from actors.analytics.events import EventTransition
-from actors.analytics.registry import build_rules
+from actors.analytics.registry import build_frame_rules, build_rules
 from actors.backpressure import DropQueue
 from actors.camera_state import CameraState, CameraStatus
 from actors.packets import EncodedPacket, PacketRing, StreamInfo
@@ -94,6 +94,9 @@ class _Camera:
         self.stream = stream
         self.ring = ring
         self.rules = build_rules(cfg)
+        self.frame_rules = build_frame_rules(cfg)
+        # A camera watched only by frame rules (water level, fire) needs no detector.
+        self.needs_detector = bool(self.rules) or not self.frame_rules
         self.lock = threading.Lock()
         self.last_detections: tuple[Detection, ...] = ()
         self.model = "none yet"
@@ -196,7 +199,7 @@ class DecoderShard:
             self._last_counts.pop(cid, None)
             now = time.time()
             with cam.lock:
-                for rule in cam.rules:
+                for rule in [*cam.rules, *cam.frame_rules]:
                     for ev in rule.close(now):
                         self._emit(ev)
             self.recorder.close_camera(cid)
@@ -274,6 +277,17 @@ class DecoderShard:
         return hook
 
     def _on_frame(self, frame: SampledFrame) -> None:
+        cam = self._cams.get(frame.camera_id)
+        if cam is None:
+            return
+        if cam.frame_rules:
+            # On the camera thread: these rules look at pixels, cheaply, at the analytics rate.
+            with cam.lock:
+                transitions = [t for r in cam.frame_rules for t in r.update_frame(frame.capture_ts, frame.image)]
+            for t in transitions:
+                self._emit(t)
+        if not cam.needs_detector:
+            return
         if frame.static:
             self._apply_static(frame)
             return
