@@ -1,0 +1,1 @@
+"""Benchmarks: throughput and capacity figures, each written as JSON with its provenance."""

@@ -1,0 +1,857 @@
+"""Detector throughput: the raw ONNX runner against the same runner behind Ray Serve.
+
+YOLOX-Nano at 416 px on onnxruntime (CPU), at batch sizes 1, 2, 4, 8, 16, 32 and 64:
+
+* ``raw``: the runner in this process, ``runner.detect(batch of B letterboxed frames)``;
+  img/s = images / wall, latency = one batch. Measured before and after the Serve points
+  of each batch size (both passes pooled; their difference is reported as drift).
+* ``raw_jpeg``: the same, plus the per-image work the HTTP route does before batching
+  (``cv2.imdecode`` of the JPEG and ``letterbox``): the fair baseline for the HTTP series.
+* ``serve_handle``: one replica, ``max_batch_size = B``, ``batch_wait_timeout_s`` small
+  (``--batch-wait-s``, 0.01), called through a ``DeploymentHandle`` by B closed-loop callers
+  (asyncio, each keeps one request in flight); latency is per request; the batch sizes the
+  replica formed (``DetectResult.batch_size``) are recorded.
+* ``serve_http``: as ``serve_handle``, but B concurrent httpx clients POST the frames as JPEG
+  to ``/detect/<model>``; the replica decodes and letterboxes each (that cost is in this path).
+* ``serve_handle_fill``, ``serve_http_fill``: the same with ``batch_wait_timeout_s =
+  --fill-wait-s`` (0.5) so a batch waits until B requests are there; ``serve_handle_fill_2x``
+  with 2B callers, so the next full batch is queued while one runs.
+
+Why the ``_fill`` series: in Ray Serve 2.60 ``@serve.batch`` forms the next batch while the
+current one still runs (``_process_batches`` calls ``wait_for_batch`` again before the
+``max_concurrent_batches`` semaphore is free). Under load a batch therefore closes after
+``batch_wait_timeout_s`` with whatever arrived in that window, and queues behind the running
+one: with a small timeout the formed batches stay small however large B is.
+
+The runner is built exactly as the replica builds it (:func:`load_model` from the same
+:class:`DetectorConfig`), with the same ``intra_op_threads``; the replica asks Ray for that
+many CPUs. Every series runs in this one process, interleaved per batch size, so the ratios
+compare the same machine at the same time. Throughput of a closed loop is exact per caller
+(its requests sent after warm-up over the span from the first send to the last answer),
+summed over callers, so it does not depend on where a window cuts a batch.
+
+Where the time goes is measured, not assumed: CPU seconds per process group (this driver,
+the replica, the Serve proxy and controller, raylet/GCS, everything else on the machine)
+over each measurement, the replica's own forward-pass time per batch (``inference_ms``) and
+its busy fraction. Ratio ~ (raw batch time / replica batch time) x busy fraction, at equal
+batch size.
+
+Run: ``.venv/bin/python benchmarks/inference.py [--quick] [--models-dir ../shared/models]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import math
+import os
+import signal
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:  # run as a script: make the repository's packages importable
+    sys.path.insert(0, str(REPO))
+
+# A local benchmark cluster: no usage reporting, no token auth (set before Ray is imported).
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+
+import httpx  # noqa: E402
+import ray  # noqa: E402
+from ray import serve  # noqa: E402
+
+from benchmarks.common import loadavg, write_result  # noqa: E402
+from configs.schema import DetectorConfig  # noqa: E402
+from serve_apps.detector.deployment import (  # noqa: E402
+    DETECTOR_DEPLOYMENT,
+    build_detector_app,
+    detector_route,
+    load_model,
+)
+from serve_apps.detector.onnx_runner import DetectorBase  # noqa: E402
+from serve_apps.detector.preprocess import letterbox  # noqa: E402
+from serve_apps.detector.types import DetectRequest, DetectResult, Letterboxed  # noqa: E402
+from serve_apps.metrics_export import free_port  # noqa: E402
+
+log = logging.getLogger("benchmarks.inference")
+
+MODEL = "yolox_nano"
+INPUT_SIZE = 416
+APP = f"detector-{MODEL}"
+NAMESPACE = "cctv-bench-inference"
+VTEST = REPO / ".cache" / "footage" / "vtest.avi"
+FULL_BATCHES = (1, 2, 4, 8, 16, 32, 64)
+QUICK_BATCHES = (1, 8, 32)
+RATIO_TARGET = 0.85
+SERVE_SERIES = ("serve_handle", "serve_http", "serve_handle_fill", "serve_handle_fill_2x", "serve_http_fill")
+SERIES = ("raw", "raw_jpeg", *SERVE_SERIES)
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+# ------------------------------------------------------------------------------- CPU accounting
+
+
+def _proc_table() -> dict[int, tuple[int, float, str]]:
+    """pid -> (ppid, cpu seconds so far, cmdline) for every readable process."""
+    table: dict[int, tuple[int, float, str]] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        pid = int(entry.name)
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        table[pid] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / CLK_TCK, cmd)
+    return table
+
+
+def _group(pid: int, cmd: str, me: int) -> str:
+    if pid == me:
+        return "driver"
+    if "ServeReplica" in cmd:
+        return "serve_replica"
+    if "ProxyActor" in cmd:
+        return "serve_proxy"
+    if "ServeController" in cmd:
+        return "serve_controller"
+    head = cmd.split(" ", 1)[0]
+    if head.endswith("raylet"):
+        return "raylet"
+    if head.endswith("gcs_server"):
+        return "gcs"
+    return "ray_other"
+
+
+def _system_busy_s() -> float:
+    """Busy CPU seconds of the whole machine since boot (all but idle and iowait)."""
+    parts = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    ticks = [int(v) for v in parts[:8]]
+    return (sum(ticks) - ticks[3] - ticks[4]) / CLK_TCK
+
+
+@dataclass(slots=True)
+class CpuSnapshot:
+    t: float
+    per_pid: dict[int, tuple[str, float]]
+    system_s: float
+
+
+def cpu_snapshot() -> CpuSnapshot:
+    """CPU seconds of this process and every process below it, grouped by role, plus the machine's."""
+    me = os.getpid()
+    table = _proc_table()
+    children: dict[int, list[int]] = {}
+    for pid, (ppid, _, _) in table.items():
+        children.setdefault(ppid, []).append(pid)
+    ours: dict[int, tuple[str, float]] = {}
+    stack = [me]
+    while stack:
+        pid = stack.pop()
+        if pid in table:
+            _, cpu, cmd = table[pid]
+            ours[pid] = (_group(pid, cmd, me), cpu)
+        stack.extend(children.get(pid, []))
+    return CpuSnapshot(time.perf_counter(), ours, _system_busy_s())
+
+
+def cores_between(a: CpuSnapshot, b: CpuSnapshot) -> dict[str, float]:
+    """Average cores used per group between two snapshots; ``foreign`` is the rest of the machine."""
+    wall = b.t - a.t
+    groups: dict[str, float] = {}
+    for pid, (group, cpu) in b.per_pid.items():
+        before = a.per_pid.get(pid, (group, 0.0))[1]
+        groups[group] = groups.get(group, 0.0) + max(0.0, cpu - before)
+    ours = sum(groups.values())
+    out = {f"{g}_cores": round(v / wall, 3) for g, v in sorted(groups.items())}
+    out["machine_busy_cores"] = round((b.system_s - a.system_s) / wall, 3)
+    out["foreign_cores"] = round(max(0.0, (b.system_s - a.system_s) - ours) / wall, 3)
+    return out
+
+
+# --------------------------------------------------------------------------------- measurements
+
+
+@dataclass(slots=True)
+class Point:
+    """One series at one batch size."""
+
+    series: str
+    batch: int
+    callers: int
+    images: int = 0
+    wall_s: float = 0.0
+    images_per_s: float = 0.0
+    latencies_ms: list[float] = field(default_factory=list)
+    batch_sizes: list[int] = field(default_factory=list)
+    inference_ms: list[float] = field(default_factory=list)
+    cores: dict[str, float] = field(default_factory=dict)
+    loadavg_before: list[float] | None = None
+    loadavg_after: list[float] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        lat = sorted(self.latencies_ms)
+        out: dict[str, Any] = {
+            "callers": self.callers,
+            "images": self.images,
+            "wall_s": round(self.wall_s, 3),
+            "images_per_s": round(self.images_per_s, 2),
+            "latency_samples": len(lat),
+            "latency_p50_ms": round(_pct(lat, 50), 2),
+            "latency_p99_ms": round(_pct(lat, 99), 2),
+            "latency_mean_ms": round(statistics.fmean(lat), 2) if lat else None,
+            **self.extra,
+        }
+        if self.batch_sizes:
+            # Each batch's forward time is carried by all its requests: inference_ms / batch_size summed
+            # over requests is the replica's compute time for those batches, 1 / batch_size the batch count.
+            batches = sum(1.0 / b for b in self.batch_sizes)
+            compute_ms = sum(i / b for i, b in zip(self.inference_ms, self.batch_sizes, strict=True))
+            out.update(
+                {
+                    "batch_size_mean_per_batch": round(len(self.batch_sizes) / batches, 2),
+                    "batch_size_mean_per_request": round(statistics.fmean(self.batch_sizes), 2),
+                    "batch_size_min": min(self.batch_sizes),
+                    "batch_size_max": max(self.batch_sizes),
+                    "requests_in_full_batches_fraction": round(
+                        sum(b == self.batch for b in self.batch_sizes) / len(self.batch_sizes), 3
+                    ),
+                    "replica_inference_ms_per_batch_mean": round(compute_ms / batches, 2),
+                    "replica_busy_fraction": round(min(1.0, compute_ms / 1000.0 / self.wall_s), 3)
+                    if self.wall_s > 0
+                    else None,
+                }
+            )
+        out.update(self.cores)
+        if self.images_per_s > 0:  # where the CPU went, per image served
+            for key, cores in self.cores.items():
+                if key != "machine_busy_cores":
+                    out[key.replace("_cores", "_cpu_ms_per_image")] = round(cores * 1000.0 / self.images_per_s, 2)
+        out["loadavg_before"] = self.loadavg_before
+        out["loadavg_after"] = self.loadavg_after
+        return out
+
+
+def pool_raw(a: Point, b: Point) -> Point:
+    """Two raw passes as one point (images / wall over both); each pass's rate kept as drift evidence."""
+    wall = a.wall_s + b.wall_s
+    cores = {k: round((a.cores.get(k, 0.0) * a.wall_s + b.cores.get(k, 0.0) * b.wall_s) / wall, 3) for k in a.cores}
+    return Point(
+        a.series,
+        a.batch,
+        a.callers,
+        images=a.images + b.images,
+        wall_s=wall,
+        images_per_s=(a.images + b.images) / wall,
+        latencies_ms=a.latencies_ms + b.latencies_ms,
+        cores=cores,
+        loadavg_before=a.loadavg_before,
+        loadavg_after=b.loadavg_after,
+        extra={
+            "pass_images_per_s": [round(a.images_per_s, 2), round(b.images_per_s, 2)],
+            "pass_drift_fraction": round(b.images_per_s / a.images_per_s - 1.0, 3),
+            "pass_attempts": [a.extra.get("attempts", 1), b.extra.get("attempts", 1)],
+        },
+    )
+
+
+def _pct(sorted_values: list[float], q: float) -> float:
+    if not sorted_values:
+        return float("nan")
+    k = (len(sorted_values) - 1) * q / 100.0
+    lo, hi = math.floor(k), math.ceil(k)
+    return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (k - lo)
+
+
+def measure_raw(
+    series: str,
+    batch: int,
+    make_batch: Callable[[int], list[Letterboxed]],
+    runner: DetectorBase,
+    warmup_s: float,
+    duration_s: float,
+    min_rounds: int,
+) -> Point:
+    """Sequential batches in this thread; ``make_batch`` is inside the timed region (raw_jpeg decodes there)."""
+    point = Point(series, batch, callers=1, loadavg_before=loadavg())
+    i = 0
+    t_end_warm = time.perf_counter() + warmup_s
+    while i < 2 or time.perf_counter() < t_end_warm:
+        runner.detect(make_batch(i))
+        i += 1
+    snap0 = cpu_snapshot()
+    t0 = time.perf_counter()
+    rounds = 0
+    while rounds < min_rounds or time.perf_counter() - t0 < duration_s:
+        ts = time.perf_counter()
+        runner.detect(make_batch(i))
+        point.latencies_ms.append((time.perf_counter() - ts) * 1000.0)
+        i += 1
+        rounds += 1
+    snap1 = cpu_snapshot()
+    point.wall_s = time.perf_counter() - t0
+    point.images = rounds * batch
+    point.images_per_s = point.images / point.wall_s
+    point.cores = cores_between(snap0, snap1)
+    point.loadavg_after = loadavg()
+    return point
+
+
+async def measure_closed_loop(
+    series: str,
+    batch: int,
+    callers: int,
+    call: Callable[[int, int], Awaitable[tuple[int, float]]],
+    warmup_s: float,
+    duration_s: float,
+    min_rounds: int,
+) -> Point:
+    """``callers`` coroutines, each with one request in flight; ``call(caller, i)`` -> (batch_size, inference_ms).
+
+    A request counts when it was sent after the warm-up. Throughput is exact per caller
+    (its counted requests over the span from its first counted send to its last answer) and
+    summed over callers; every caller stops once ``duration_s`` has passed and each has
+    ``min_rounds`` counted answers.
+    """
+    point = Point(series, batch, callers=callers)
+    loop_t0 = time.perf_counter()
+    t_measure = loop_t0 + warmup_s
+    stop = asyncio.Event()
+    counted = [0] * callers
+    spans: list[tuple[float, float, int]] = [(0.0, 0.0, 0)] * callers
+
+    async def caller(j: int) -> None:
+        first_send: float | None = None
+        last_done = 0.0
+        n = 0
+        i = 0
+        while not stop.is_set():
+            ts = time.perf_counter()
+            bs, inf_ms = await call(j, i)
+            td = time.perf_counter()
+            i += 1
+            if ts >= t_measure:
+                if first_send is None:
+                    first_send = ts
+                n += 1
+                last_done = td
+                counted[j] = n
+                point.latencies_ms.append((td - ts) * 1000.0)
+                point.batch_sizes.append(bs)
+                point.inference_ms.append(inf_ms)
+                if td - t_measure >= duration_s and min(counted) >= min_rounds:
+                    stop.set()
+        spans[j] = (first_send or 0.0, last_done, n)
+
+    async def sampler() -> tuple[CpuSnapshot, CpuSnapshot, list[float] | None]:
+        await asyncio.sleep(max(0.0, t_measure - time.perf_counter()))
+        load = loadavg()
+        a = cpu_snapshot()
+        await stop.wait()
+        return a, cpu_snapshot(), load
+
+    results = await asyncio.gather(sampler(), *(caller(j) for j in range(callers)))
+    snap0, snap1, point.loadavg_before = results[0]
+    point.loadavg_after = loadavg()
+    point.cores = cores_between(snap0, snap1)
+    rate = 0.0
+    walls: list[float] = []
+    for first, last, n in spans:
+        if n > 0 and last > first:
+            rate += n / (last - first)
+            walls.append(last - first)
+    point.images = sum(n for _, _, n in spans)
+    point.wall_s = statistics.fmean(walls) if walls else 0.0
+    point.images_per_s = rate
+    return point
+
+
+# ------------------------------------------------------------------------------------- workload
+
+
+def load_frames(path: Path, count: int, size: int) -> tuple[list[np.ndarray], list[Letterboxed], list[bytes]]:
+    """``count`` frames spread over the clip: BGR, letterboxed, and JPEG-encoded (cv2 default quality)."""
+    if not path.is_file():
+        raise SystemExit(f"{path} missing: run scripts/fetch_vtest.sh {path.parent}")
+    cap = cv2.VideoCapture(str(path))
+    total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) or count
+    step = max(1, total // count)
+    frames: list[np.ndarray] = []
+    idx = 0
+    while len(frames) < count:
+        ok, frame = cap.read()
+        if not ok:
+            cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
+            idx = 0
+            continue
+        if idx % step == 0:
+            frames.append(frame)
+        idx += 1
+    cap.release()
+    boxed = [letterbox(f, size) for f in frames]
+    jpegs = [cv2.imencode(".jpg", f)[1].tobytes() for f in frames]
+    return frames, boxed, jpegs
+
+
+def detector_cfg(models_dir: Path, batch: int, wait_s: float, threads: int) -> DetectorConfig:
+    """One replica of ``threads`` CPUs and onnxruntime threads; room for 2B requests in flight."""
+    return DetectorConfig(
+        model_name=MODEL,
+        models_dir=models_dir,
+        input_size=INPUT_SIZE,
+        max_batch_size=batch,
+        batch_wait_timeout_s=wait_s,
+        num_cpus_per_replica=threads,
+        intra_op_threads=threads,
+        max_ongoing_requests=max(4, 2 * batch),
+        max_queued_requests=max(64, 8 * batch),
+    )
+
+
+def deploy(cfg: DetectorConfig) -> float:
+    """(Re)deploy the detector app for ``cfg``; returns seconds until it serves."""
+    t0 = time.perf_counter()
+    if APP in serve.status().applications:
+        serve.delete(APP)
+    serve.run(build_detector_app(cfg, NAMESPACE, "127.0.0.1"), name=APP, route_prefix=detector_route(cfg))
+    return time.perf_counter() - t0
+
+
+def compare_outputs(runner: DetectorBase, handle: Any, boxed: Letterboxed) -> dict[str, Any]:
+    """The replica's answer for one frame against the raw runner's."""
+    raw = runner.detect([boxed])[0]
+    req = DetectRequest(camera_id="check", frame_seq=0, capture_ts=time.time(), letterboxed=boxed)
+    served: DetectResult = handle.detect.remote(req).result(timeout_s=120)
+    same_count = len(raw) == len(served.detections)
+    diff = (
+        max(
+            (
+                abs(a - b)
+                for r, s in zip(raw, served.detections, strict=True)
+                for a, b in zip(r.box, s.box, strict=True)
+            ),
+            default=0.0,
+        )
+        if same_count
+        else None
+    )
+    return {
+        "raw_detections": len(raw),
+        "served_detections": len(served.detections),
+        "max_box_diff_px": None if diff is None else round(diff, 4),
+        "match": bool(same_count and diff is not None and diff < 0.5),
+        "served_model": served.model,
+    }
+
+
+def wait_for_quiet(max_load: float, max_wait_s: float) -> dict[str, Any]:
+    """Wait (up to ``max_wait_s``) for the 1-minute load average to drop below ``max_load``."""
+    t0 = time.perf_counter()
+    load = loadavg()
+    while load is not None and load[0] >= max_load and time.perf_counter() - t0 < max_wait_s:
+        log.info("load average %.2f >= %.2f; waiting", load[0], max_load)
+        time.sleep(10)
+        load = loadavg()
+    return {
+        "max_load": max_load,
+        "waited_s": round(time.perf_counter() - t0, 1),
+        "loadavg_at_start": load,
+        "quiet_at_start": load is None or load[0] < max_load,
+    }
+
+
+def wait_for_no_foreign_load(max_cores: float, max_wait_s: float, probe_s: float = 2.0) -> dict[str, Any]:
+    """Wait (up to ``max_wait_s``) until processes outside this run use under ``max_cores`` cores.
+
+    Checked before each batch size: the load average cannot tell our own Ray processes from
+    another job, the per-process accounting can.
+    """
+    t0 = time.perf_counter()
+    while True:
+        a = cpu_snapshot()
+        time.sleep(probe_s)
+        foreign = cores_between(a, cpu_snapshot())["foreign_cores"]
+        if foreign < max_cores or time.perf_counter() - t0 >= max_wait_s:
+            return {"foreign_cores": foreign, "waited_s": round(time.perf_counter() - t0, 1)}
+        log.info("other processes use %.2f cores; waiting", foreign)
+
+
+# ------------------------------------------------------------------------------------- the run
+
+
+@dataclass(slots=True)
+class Workload:
+    boxed: list[Letterboxed]
+    jpegs: list[bytes]
+    reqs: list[DetectRequest]
+    url: str
+    warmup_s: float
+    duration_s: float
+    min_rounds: int
+
+
+async def handle_point(series: str, batch: int, callers: int, handle: Any, w: Workload) -> Point:
+    n = len(w.reqs)
+
+    async def call(j: int, i: int) -> tuple[int, float]:
+        res: DetectResult = await handle.detect.remote(w.reqs[(j + i * callers) % n])
+        return res.batch_size, res.inference_ms
+
+    return await measure_closed_loop(series, batch, callers, call, w.warmup_s, w.duration_s, w.min_rounds)
+
+
+async def http_point(series: str, batch: int, w: Workload) -> Point:
+    n = len(w.jpegs)
+    limits = httpx.Limits(max_connections=batch + 4, max_keepalive_connections=batch + 4)
+    async with httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(300.0)) as client:
+
+        async def call(j: int, i: int) -> tuple[int, float]:
+            r = await client.post(w.url, content=w.jpegs[(j + i * batch) % n], params={"camera": f"cam{j}"})
+            r.raise_for_status()
+            body = r.json()
+            return int(body["batch_size"]), float(body["inference_ms"])
+
+        return await measure_closed_loop(series, batch, batch, call, w.warmup_s, w.duration_s, w.min_rounds)
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    batches = QUICK_BATCHES if args.quick else tuple(args.batches)
+    duration_s = args.duration_s if args.duration_s is not None else (2.0 if args.quick else 5.0)
+    warmup_s = args.warmup_s if args.warmup_s is not None else (1.0 if args.quick else 2.0)
+    models_dir = args.models_dir.resolve()
+    quiet = wait_for_quiet(args.max_load, args.wait_load_s)
+
+    n_frames = max(64, max(batches) * 2)
+    _, boxed, jpegs = load_frames(VTEST, n_frames, INPUT_SIZE)
+    decode_ms = _decode_cost_ms(jpegs)
+    reqs = [DetectRequest(camera_id=f"cam{k}", frame_seq=k, capture_ts=0.0, letterboxed=b) for k, b in enumerate(boxed)]
+
+    cfg0 = detector_cfg(models_dir, batches[0], args.batch_wait_s, args.threads)
+    # The same construction as the replica's (load_model from the same config), in this process.
+    runner = load_model(cfg0, None, None, Path(tempfile.gettempdir())).runner
+    log.info("raw runner %r, %d threads; %d frames", runner, args.threads, n_frames)
+
+    ray.init(
+        address="local",
+        num_cpus=args.threads,
+        include_dashboard=False,
+        log_to_driver=False,
+        object_store_memory=512 * 1024**2,
+        namespace=NAMESPACE,
+        logging_level=logging.WARNING,
+    )
+    port = free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    w = Workload(
+        boxed, jpegs, reqs, f"http://127.0.0.1:{port}{detector_route(cfg0)}", warmup_s, duration_s, args.min_rounds
+    )
+    results: dict[str, dict[str, Any]] = {s: {} for s in SERIES}
+    deploy_s: dict[str, float] = {}
+    check: dict[str, Any] = {}
+    t_start = time.perf_counter()
+    quiet_per_batch: dict[str, Any] = {}
+
+    def handle_sync(series: str, batch: int, callers: int, handle: Any) -> Point:
+        return asyncio.run(handle_point(series, batch, callers, handle, w))
+
+    def http_sync(series: str, batch: int) -> Point:
+        return asyncio.run(http_point(series, batch, w))
+
+    def clean(measure: Callable[..., Point], *measure_args: Any) -> Point:
+        """Measure; while other processes took CPU during it, wait for them and measure again."""
+        for attempt in range(1, args.retries + 2):
+            point = measure(*measure_args)
+            foreign = point.cores.get("foreign_cores", 0.0)
+            point.extra["attempts"] = attempt
+            if foreign <= args.max_foreign_cores or attempt > args.retries:
+                return point
+            log.info("%s@%d: other processes used %.2f cores; measuring again", point.series, point.batch, foreign)
+            wait_for_no_foreign_load(args.max_foreign_cores, args.wait_load_s)
+        raise AssertionError("unreachable")
+
+    try:
+        for batch in batches:
+            quiet_per_batch[str(batch)] = wait_for_no_foreign_load(args.max_foreign_cores, args.wait_load_s)
+
+            def raw_batch(i: int, b: int = batch) -> list[Letterboxed]:
+                return [boxed[(i * b + k) % n_frames] for k in range(b)]
+
+            def jpeg_batch(i: int, b: int = batch) -> list[Letterboxed]:
+                return [
+                    letterbox(
+                        cv2.imdecode(np.frombuffer(jpegs[(i * b + k) % n_frames], np.uint8), cv2.IMREAD_COLOR),
+                        INPUT_SIZE,
+                    )
+                    for k in range(b)
+                ]
+
+            def raw_point(series: str, make: Callable[[int], list[Letterboxed]], b: int = batch) -> Point:
+                return measure_raw(series, b, make, runner, warmup_s, duration_s, args.min_rounds)
+
+            deploy_s[f"{batch}_small_wait"] = round(
+                deploy(detector_cfg(models_dir, batch, args.batch_wait_s, args.threads)), 2
+            )
+            handle = serve.get_deployment_handle(DETECTOR_DEPLOYMENT, app_name=APP)
+            if not check:
+                check = compare_outputs(runner, handle, boxed[0])
+                log.info("served vs raw on one frame: %s", check)
+            raw_first = clean(raw_point, "raw", raw_batch)
+            points = [clean(raw_point, "raw_jpeg", jpeg_batch)]
+            points.append(clean(handle_sync, "serve_handle", batch, batch, handle))
+            points.append(clean(http_sync, "serve_http", batch))
+            deploy_s[f"{batch}_fill_wait"] = round(
+                deploy(detector_cfg(models_dir, batch, args.fill_wait_s, args.threads)), 2
+            )
+            handle = serve.get_deployment_handle(DETECTOR_DEPLOYMENT, app_name=APP)
+            points.append(clean(handle_sync, "serve_handle_fill", batch, batch, handle))
+            points.append(clean(handle_sync, "serve_handle_fill_2x", batch, 2 * batch, handle))
+            points.append(clean(http_sync, "serve_http_fill", batch))
+            points.insert(0, pool_raw(raw_first, clean(raw_point, "raw", raw_batch)))
+            for p in points:
+                results[p.series][str(batch)] = p.to_json()
+            _print_progress(batch, points)
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+
+    return {
+        "model": f"{MODEL}@{INPUT_SIZE}",
+        "model_id": runner.model_id,
+        "backend": "onnxruntime CPUExecutionProvider",
+        "settings": {
+            "batch_sizes": list(batches),
+            "intra_op_threads": args.threads,
+            "replica_num_cpus": args.threads,
+            "ray_num_cpus": args.threads,
+            "batch_wait_timeout_s": args.batch_wait_s,
+            "fill_batch_wait_timeout_s": args.fill_wait_s,
+            "warmup_s": warmup_s,
+            "min_duration_s": duration_s,
+            "min_rounds": args.min_rounds,
+            "frames": n_frames,
+            "footage": str(VTEST.relative_to(REPO)),
+            "frame_size_px": [int(boxed[0].frame_width), int(boxed[0].frame_height)],
+            "jpeg_bytes_mean": round(statistics.fmean(len(j) for j in jpegs)),
+            "letterboxed_bytes": int(boxed[0].image.nbytes),
+            "quick": args.quick,
+        },
+        "quiet_check": quiet,
+        "foreign_load_before_each_batch": quiet_per_batch,
+        "points_with_foreign_load": [
+            f"{series}@{b}"
+            for series, per in results.items()
+            for b, point in per.items()
+            if point.get("foreign_cores", 0.0) > args.max_foreign_cores
+        ],
+        "run_wall_s": round(time.perf_counter() - t_start, 1),
+        "jpeg_decode_letterbox_ms_per_image": decode_ms,
+        "deploy_s": deploy_s,
+        "served_vs_raw_output": check,
+        "series_description": {
+            "raw": "runner.detect(B letterboxed frames) in the driver, before and after the Serve points; "
+            "latency = one batch",
+            "raw_jpeg": "as raw plus cv2.imdecode + letterbox of each JPEG (the HTTP route's per-image work)",
+            "serve_handle": "DeploymentHandle.detect.remote, B closed-loop callers, max_batch_size=B, "
+            "batch_wait_timeout_s small",
+            "serve_http": "httpx AsyncClient POSTing JPEGs to the route, B concurrent; replica decodes; small wait",
+            "serve_handle_fill": "as serve_handle with batch_wait_timeout_s = fill wait (batch closes at B)",
+            "serve_handle_fill_2x": "as serve_handle_fill with 2B callers (next batch queued while one runs)",
+            "serve_http_fill": "as serve_http with the fill wait",
+        },
+        "results": results,
+        "ratios": _ratios(results, batches),
+        "loadavg_end": loadavg(),
+    }
+
+
+def _decode_cost_ms(jpegs: list[bytes]) -> float:
+    t0 = time.perf_counter()
+    for j in jpegs:
+        letterbox(cv2.imdecode(np.frombuffer(j, np.uint8), cv2.IMREAD_COLOR), INPUT_SIZE)
+    return round((time.perf_counter() - t0) * 1000.0 / len(jpegs), 3)
+
+
+def _ratios(results: dict[str, dict[str, Any]], batches: tuple[int, ...]) -> dict[str, Any]:
+    def ips(series: str, b: int) -> float:
+        return float(results[series][str(b)]["images_per_s"])
+
+    per_batch: dict[str, dict[str, float]] = {}
+    for b in batches:
+        row = {f"{s}_over_raw": round(ips(s, b) / ips("raw", b), 3) for s in SERVE_SERIES}
+        for s in ("serve_http", "serve_http_fill"):
+            row[f"{s}_over_raw_jpeg"] = round(ips(s, b) / ips("raw_jpeg", b), 3)
+        per_batch[str(b)] = row
+    best_raw = max(batches, key=lambda b: ips("raw", b))
+    best: dict[str, Any] = {"raw_batch": best_raw, "raw_images_per_s": ips("raw", best_raw), "target": RATIO_TARGET}
+    for s in SERVE_SERIES:
+        bs = max(batches, key=lambda b, s=s: ips(s, b))
+        best[f"{s}_batch"] = bs
+        best[f"{s}_images_per_s"] = ips(s, bs)
+        best[f"{s}_over_raw_best_vs_best"] = round(ips(s, bs) / ips("raw", best_raw), 3)
+        best[f"{s}_over_raw_at_raw_best_batch"] = per_batch[str(best_raw)][f"{s}_over_raw"]
+    return {"per_batch": per_batch, "best": best}
+
+
+def _print_progress(batch: int, points: list[Point]) -> None:
+    for p in points:
+        j = p.to_json()
+        extra = ""
+        if "batch_size_mean_per_batch" in j:
+            extra = (
+                f" batch~{j['batch_size_mean_per_batch']:.1f}"
+                f" inf/batch {j['replica_inference_ms_per_batch_mean']:.0f}ms busy {j['replica_busy_fraction']:.2f}"
+            )
+        elif "pass_images_per_s" in j:
+            extra = f" passes {j['pass_images_per_s']}"
+        print(
+            f"  B={batch:<3} {p.series:<21} {j['images_per_s']:7.1f} img/s  p50 {j['latency_p50_ms']:8.1f} ms"
+            f"  p99 {j['latency_p99_ms']:8.1f} ms  machine {j['machine_busy_cores']:.2f} cores"
+            f" (foreign {j['foreign_cores']:.2f}){extra}",
+            flush=True,
+        )
+
+
+def _cell(res: dict[str, Any], ratio: float | None) -> str:
+    mean_b = f"{res['batch_size_mean_per_batch']:5.1f}" if "batch_size_mean_per_batch" in res else "    -"
+    r = f"{ratio:5.2f}" if ratio is not None else "    -"
+    return f"{res['images_per_s']:6.1f} {res['latency_p50_ms']:6.0f} {res['latency_p99_ms']:6.0f} {mean_b} {r}"
+
+
+def print_summary(record: dict[str, Any]) -> None:
+    res, ratios = record["results"], record["ratios"]
+    s = record["settings"]
+    print(
+        f"\n{record['model']} ({record['backend']}, {s['intra_op_threads']} threads, replica num_cpus "
+        f"{s['replica_num_cpus']}). Per series: img/s, latency p50 / p99 ms, mean formed batch, ratio to raw img/s."
+    )
+    for title, series in (
+        (f"batch_wait_timeout_s = {s['batch_wait_timeout_s']}", ("serve_handle", "serve_http")),
+        (
+            f"batch_wait_timeout_s = {s['fill_batch_wait_timeout_s']} (fill)",
+            ("serve_handle_fill", "serve_handle_fill_2x", "serve_http_fill"),
+        ),
+    ):
+        cols = ("raw", "raw_jpeg", *series)
+        head = f"{'B':>3} | " + " | ".join(f"{c:<33}" for c in cols)
+        print(f"\n{title}\n{head}\n{'-' * len(head)}")
+        for b in s["batch_sizes"]:
+            q = ratios["per_batch"][str(b)]
+            cells = [_cell(res["raw"][str(b)], None), _cell(res["raw_jpeg"][str(b)], None)]
+            cells += [_cell(res[c][str(b)], q[f"{c}_over_raw"]) for c in series]
+            print(f"{b:>3} | " + " | ".join(cells))
+    best = ratios["best"]
+    print(f"\nbest raw: B={best['raw_batch']} {best['raw_images_per_s']:.1f} img/s (target ratio {best['target']})")
+    for c in SERVE_SERIES:
+        print(
+            f"  {c:<21} at B={best['raw_batch']}: {best[f'{c}_over_raw_at_raw_best_batch']:.2f}; "
+            f"its best B={best[f'{c}_batch']} {best[f'{c}_images_per_s']:.1f} img/s -> best vs best "
+            f"{best[f'{c}_over_raw_best_vs_best']:.2f}"
+        )
+    if record["points_with_foreign_load"]:
+        print(f"WARNING: other processes used CPU during {record['points_with_foreign_load']}")
+    print(
+        f"JPEG decode + letterbox: {record['jpeg_decode_letterbox_ms_per_image']:.2f} ms/image "
+        "(done by the replica in the HTTP series; raw_jpeg includes it)"
+    )
+
+
+def plot(record: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    batches = record["settings"]["batch_sizes"]
+    styles = {
+        "raw": ("raw runner (driver)", "k", "-", "o"),
+        "raw_jpeg": ("raw + JPEG decode/letterbox", "0.55", "--", "o"),
+        "serve_handle": ("Serve handle, B callers", "tab:blue", "-", "s"),
+        "serve_http": ("Serve HTTP JPEG, B clients", "tab:orange", "-", "^"),
+        "serve_handle_fill": ("Serve handle, fill wait", "tab:green", "-", "s"),
+        "serve_handle_fill_2x": ("Serve handle, fill wait, 2B callers", "tab:green", ":", "D"),
+        "serve_http_fill": ("Serve HTTP, fill wait", "tab:red", "-", "^"),
+    }
+    fig, axes = plt.subplots(1, 3, figsize=(18, 5.2))
+    ax, ax2, ax3 = axes
+    for series, (label, color, ls, marker) in styles.items():
+        ys = [record["results"][series][str(b)]["images_per_s"] for b in batches]
+        ax.plot(batches, ys, label=label, color=color, linestyle=ls, marker=marker)
+        if series.startswith("serve"):
+            ratio = [record["ratios"]["per_batch"][str(b)][f"{series}_over_raw"] for b in batches]
+            ax2.plot(batches, ratio, label=label, color=color, linestyle=ls, marker=marker)
+            formed = [record["results"][series][str(b)]["batch_size_mean_per_batch"] for b in batches]
+            ax3.plot(batches, formed, label=label, color=color, linestyle=ls, marker=marker)
+    ax3.plot(batches, batches, color="k", linewidth=0.8, linestyle="--", label="max_batch_size B")
+    ax2.axhline(RATIO_TARGET, color="r", linewidth=0.8, linestyle="--", label=f"target {RATIO_TARGET}")
+    s = record["settings"]
+    load = record["quiet_check"]["loadavg_at_start"]
+    titles = (
+        f"{record['model']} onnxruntime CPU, {s['intra_op_threads']} threads: images/s",
+        f"Serve / raw images/s (loadavg at start {load[0] if load else '?'})",
+        f"mean formed batch (wait {s['batch_wait_timeout_s']} s vs fill {s['fill_batch_wait_timeout_s']} s)",
+    )
+    for a, title, ylabel in zip(axes, titles, ("images / s", "ratio to raw", "images per batch"), strict=True):
+        a.set_xscale("log", base=2)
+        a.set_xticks(batches, [str(b) for b in batches])
+        a.set_xlabel("batch size B (replica max_batch_size)")
+        a.set_ylabel(ylabel)
+        a.set_title(title, fontsize=10)
+        a.grid(True, alpha=0.3)
+        a.legend(fontsize=7)
+    ax.set_ylim(bottom=0)
+    ax2.set_ylim(0, 1.2)
+    ax3.set_yscale("log", base=2)
+    ax3.set_yticks(batches, [str(b) for b in batches])
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    p.add_argument("--models-dir", type=Path, default=REPO.parent / "shared" / "models")
+    p.add_argument("--quick", action="store_true", help="batches 1, 8, 32; 2 s per point")
+    p.add_argument("--batches", type=int, nargs="+", default=list(FULL_BATCHES))
+    p.add_argument("--threads", type=int, default=2, help="onnxruntime intra_op_threads (raw and replica)")
+    p.add_argument("--batch-wait-s", type=float, default=0.01, help="replica batch_wait_timeout_s (small)")
+    p.add_argument("--fill-wait-s", type=float, default=0.5, help="batch_wait_timeout_s of the _fill series")
+    p.add_argument("--duration-s", type=float, default=None, help="measured seconds per point (5; quick 2)")
+    p.add_argument("--warmup-s", type=float, default=None, help="warm-up seconds per point (2; quick 1)")
+    p.add_argument("--min-rounds", type=int, default=5, help="at least this many batches / answers per caller")
+    p.add_argument("--max-load", type=float, default=1.5, help="wait for the 1-min load average below this")
+    p.add_argument("--max-foreign-cores", type=float, default=0.15, help="before each B, wait for others below")
+    p.add_argument("--retries", type=int, default=3, help="re-measure a point disturbed by other processes")
+    p.add_argument("--wait-load-s", type=float, default=600.0, help="give up waiting for a quiet machine after")
+    p.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
+    p.add_argument("--name", default="inference", help="result file stem")
+    args = p.parse_args(argv)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so `finally` shuts Serve and Ray down
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    logging.getLogger("ray").setLevel(logging.WARNING)
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+
+    record = run(args)
+    path = write_result(args.name, record, args.out)
+    png = args.out / f"{args.name}.png"
+    plot(record, png)
+    print_summary(record)
+    print(f"\nwrote {path} and {png}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
