@@ -14,6 +14,7 @@ import numpy as np
 
 from actors.analytics.crowd import CrowdDensityRule, CrowdRule
 from actors.analytics.events import EventTransition
+from actors.analytics.water import WaterLevelRule
 from actors.analytics.zones import GroundPlane
 from configs.schema import CameraConfig
 from serve_apps.detector.types import Detection
@@ -45,4 +46,5 @@ def build_rules(cam: CameraConfig) -> list[DetectionRule]:
 
 def build_frame_rules(cam: CameraConfig) -> list[FrameRule]:
     """The rules that look at a camera's decoded frames."""
-    return []
+    rules: list[FrameRule] = [WaterLevelRule(cam.id, g) for g in cam.water_gauges]
+    return rules
