@@ -116,7 +116,9 @@ class WaterGaugeConfig(_Model):
     bottom_cm: float = 0.0
     top_cm: float = 100.0
     band_px: int = Field(default=12, ge=2, le=200)
-    thresholds_cm: list[float] = Field(default_factory=lambda: [15.0], min_length=1)
+    thresholds_cm: list[float] = Field(
+        default_factory=lambda: [15.0, 30.0], min_length=1, description="warning, severe, critical levels"
+    )
     median_window: int = Field(default=5, ge=1, le=101, description="Temporal median over sampled frames.")
     lifecycle: Lifecycle = Field(default_factory=lambda: Lifecycle(min_duration_s=5.0, cooldown_s=30.0))
 
@@ -139,4 +141,5 @@ class FireSmokeConfig(_Model):
     roi: list[Point] | None = Field(default=None, description="Polygon to look in (None: whole frame).")
     fire_score_threshold: float = Field(default=0.5, gt=0, lt=1)
     smoke_score_threshold: float = Field(default=0.5, gt=0, lt=1)
-    lifecycle: Lifecycle = Field(default_factory=lambda: Lifecycle(min_duration_s=3.0, cooldown_s=10.0))
+    # The scorer already takes a 2.5 s median, so 2 s of persistence on top opens within ~3-7 s.
+    lifecycle: Lifecycle = Field(default_factory=lambda: Lifecycle(min_duration_s=2.0, cooldown_s=10.0))

@@ -14,6 +14,7 @@ import numpy as np
 
 from actors.analytics.crowd import CrowdDensityRule, CrowdRule
 from actors.analytics.events import EventTransition
+from actors.analytics.fire import FireSmokeRule
 from actors.analytics.water import WaterLevelRule
 from actors.analytics.zones import GroundPlane
 from configs.schema import CameraConfig
@@ -47,4 +48,6 @@ def build_rules(cam: CameraConfig) -> list[DetectionRule]:
 def build_frame_rules(cam: CameraConfig) -> list[FrameRule]:
     """The rules that look at a camera's decoded frames."""
     rules: list[FrameRule] = [WaterLevelRule(cam.id, g) for g in cam.water_gauges]
+    if cam.fire_smoke is not None:
+        rules.append(FireSmokeRule(cam.id, cam.fire_smoke))
     return rules
