@@ -15,6 +15,7 @@ import numpy as np
 from actors.analytics.crowd import CrowdDensityRule, CrowdRule
 from actors.analytics.events import EventTransition
 from actors.analytics.fire import FireSmokeRule
+from actors.analytics.intrusion import IntrusionRule, LoiteringRule
 from actors.analytics.water import WaterLevelRule
 from actors.analytics.zones import GroundPlane
 from configs.schema import CameraConfig
@@ -42,6 +43,10 @@ def build_rules(cam: CameraConfig) -> list[DetectionRule]:
             rules.append(CrowdRule(cam.id, zone))
         if zone.crowd_density is not None:
             rules.append(CrowdDensityRule(cam.id, zone, zone.crowd_density, ground))
+        if zone.intrusion is not None:
+            rules.append(IntrusionRule(cam.id, zone, zone.intrusion, cam.timezone))
+        if zone.loitering is not None:
+            rules.append(LoiteringRule(cam.id, zone, zone.loitering, cam.timezone))
     return rules
 
 
