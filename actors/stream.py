@@ -279,6 +279,7 @@ class CameraStream:
         tb = stream.time_base
         if tb is None:
             raise ValueError("video stream has no time base")
+        tb_s = float(tb)  # float, not Fraction, on the per-packet path
         interval_s = 1.0 / self.cfg.analytics_fps
         start_wall = time.time()
         first_t: float | None = None
@@ -287,15 +288,17 @@ class CameraStream:
         got = False
         bad_in_a_row = 0
         c = self.counters
+        shift = 0
         for packet in container.demux(stream):
             if self._stop.is_set():
                 break
             if packet.size == 0:
                 continue  # flush packet at end of stream
             raw_ts = packet.pts if packet.pts is not None else packet.dts
-            t = float(raw_ts * tb) if raw_ts is not None else last_t
+            t = raw_ts * tb_s if raw_ts is not None else last_t
             if first_t is None:
                 first_t, first_ticks = t, raw_ts or 0
+                shift = round(self._ts_offset_s / tb_s) - first_ticks  # continuous timestamps across loops
             t_rel = t - first_t
             if self._paced:
                 # Files are replayed as live cameras: at their native rate.
@@ -309,7 +312,6 @@ class CameraStream:
             elif self.sm.state is CameraState.STALLED:
                 self.sm.to(CameraState.STREAMING, "packets resumed")
             last_t = max(last_t, t)
-            shift = round(self._ts_offset_s / tb) - first_ticks  # continuous timestamps across loops
             pkt = EncodedPacket(
                 data=bytes(packet),
                 pts=None if packet.pts is None else packet.pts + shift,
@@ -345,7 +347,7 @@ class CameraStream:
                 frame_t = (
                     self._ts_offset_s + t_rel
                     if frame.pts is None
-                    else self._ts_offset_s + float((frame.pts - first_ticks) * tb)
+                    else self._ts_offset_s + (frame.pts - first_ticks) * tb_s
                 )
                 if self.cfg.decode_mode != "all" and frame_t + 1e-3 < self._next_sample_t:
                     continue
