@@ -29,7 +29,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
@@ -37,6 +36,7 @@ if str(REPO) not in sys.path:  # run as a script: make the repository's packages
     sys.path.insert(0, str(REPO))
 
 from actors.analytics.zones import PERSON_LABEL, count_people_in_zone  # noqa: E402
+from cluster.footage import read_frame  # noqa: E402
 from serve_apps.detector.onnx_runner import load_detector  # noqa: E402
 
 MODELS = ("yolox_nano", "person_lwpd")
@@ -52,21 +52,6 @@ def bottom_half_polygon(width: int, height: int) -> list[tuple[float, float]]:
     """The bottom half of a ``width x height`` frame, closed one pixel outside the frame edges."""
     top = height / 2.0
     return [(-1.0, top), (width + 1.0, top), (width + 1.0, height + 1.0), (-1.0, height + 1.0)]
-
-
-def read_frame(path: Path, index: int) -> np.ndarray:
-    """Decode frame ``index`` of ``path`` (seek with ``CAP_PROP_POS_FRAMES``, as the labeller did)."""
-    cap = cv2.VideoCapture(str(path))
-    try:
-        if not cap.isOpened():
-            raise FileNotFoundError(f"cannot open video {path}")
-        cap.set(cv2.CAP_PROP_POS_FRAMES, index)
-        ok, frame = cap.read()
-    finally:
-        cap.release()
-    if not ok or frame is None:
-        raise ValueError(f"{path}: cannot read frame {index}")
-    return frame
 
 
 def clip_path(clip: str, clips_dir: Path, vtest: Path) -> Path:

@@ -24,6 +24,8 @@ from fractions import Fraction
 from pathlib import Path
 
 import av
+import cv2
+import numpy as np
 
 from actors.packets import StreamInfo
 
@@ -197,3 +199,23 @@ def demo_sources(
     if clips_dir is not None and clips_dir.is_dir():
         sources.extend(sorted(p for p in clips_dir.iterdir() if p.suffix.lower() in CLIP_SUFFIXES))
     return [prepare_stream(src, cache_dir, gop_s=gop_s, max_height=max_height) for src in sources]
+
+
+def read_frame(path: Path, index: int) -> np.ndarray:
+    """Decode frame ``index`` of a video file (seek with ``CAP_PROP_POS_FRAMES``); for tests and evaluations.
+
+    Raises:
+        FileNotFoundError: the file does not open as video.
+        ValueError: the frame cannot be read.
+    """
+    cap = cv2.VideoCapture(str(path))
+    try:
+        if not cap.isOpened():
+            raise FileNotFoundError(f"cannot open video {path}")
+        cap.set(cv2.CAP_PROP_POS_FRAMES, index)
+        ok, frame = cap.read()
+    finally:
+        cap.release()
+    if not ok or frame is None:
+        raise ValueError(f"{path}: cannot read frame {index}")
+    return frame

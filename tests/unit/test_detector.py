@@ -9,12 +9,12 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
-import cv2
 import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
 
+from cluster.footage import read_frame
 from serve_apps.detector.onnx_runner import (
     ModelLoadError,
     OnnxDetector,
@@ -28,31 +28,17 @@ from serve_apps.detector.types import Detection, DetectRequest, DetectResult, Le
 MODEL_NAMES = ("yolox_nano", "person_lwpd")
 
 
-def _read_frame(path: Path, index: int) -> np.ndarray:
-    cap = cv2.VideoCapture(str(path))
-    try:
-        if not cap.isOpened():
-            raise AssertionError(f"cannot open {path}")
-        cap.set(cv2.CAP_PROP_POS_FRAMES, index)
-        ok, frame = cap.read()
-    finally:
-        cap.release()
-    if not ok or frame is None:
-        raise AssertionError(f"cannot read frame {index} of {path}")
-    return frame
-
-
 @pytest.fixture(scope="module")
 def real_frames(vtest_path: Path, clips_dir: Path) -> list[np.ndarray]:
     """Eight distinct real frames of different sizes and scenes."""
-    frames = [_read_frame(vtest_path, i) for i in (0, 60, 120, 180)]
+    frames = [read_frame(vtest_path, i) for i in (0, 60, 120, 180)]
     for clip, index in (
         ("street_people_walking.mp4", 5),
         ("town_centre_pedestrians.mp4", 10),
         ("highway_cars.mp4", 20),
         ("crowd_overhead_bw.avi", 30),
     ):
-        frames.append(_read_frame(clips_dir / clip, index))
+        frames.append(read_frame(clips_dir / clip, index))
     return frames
 
 
@@ -232,7 +218,7 @@ def test_rewrite_handles_constant_nodes_and_shared_shape_constants() -> None:
 
 
 def test_vtest_frame_finds_plausible_people(yolox: OnnxDetector, vtest_path: Path) -> None:
-    frame = _read_frame(vtest_path, 100)
+    frame = read_frame(vtest_path, 100)
     height, width = frame.shape[:2]
     (dets,) = yolox.detect_frames([frame])
     persons = [d for d in dets if d.label == "person"]
@@ -247,13 +233,13 @@ def test_vtest_frame_finds_plausible_people(yolox: OnnxDetector, vtest_path: Pat
 
 
 def test_dense_street_frame_finds_many_people(yolox: OnnxDetector, clips_dir: Path) -> None:
-    frame = _read_frame(clips_dir / "street_people_walking.mp4", 5)
+    frame = read_frame(clips_dir / "street_people_walking.mp4", 5)
     (dets,) = yolox.detect_frames([frame])
     assert sum(d.label == "person" for d in dets) >= 8
 
 
 def test_person_detector_finds_people_on_the_street(detectors: dict[str, OnnxDetector], clips_dir: Path) -> None:
-    frame = _read_frame(clips_dir / "street_people_walking.mp4", 5)
+    frame = read_frame(clips_dir / "street_people_walking.mp4", 5)
     (dets,) = detectors["person_lwpd"].detect_frames([frame])
     assert len(dets) >= 3
     assert {d.label for d in dets} == {"person"}

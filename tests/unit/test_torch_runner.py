@@ -17,7 +17,6 @@ import sys
 import time
 from pathlib import Path
 
-import cv2
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -25,6 +24,7 @@ import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
+from cluster.footage import read_frame
 from serve_apps.detector.backends import BACKENDS, make_detector
 from serve_apps.detector.onnx_runner import ModelLoadError, OnnxDetector, load_detector
 from serve_apps.detector.onnx_to_torch import SUPPORTED_OPS, OnnxGraphModule, UnsupportedOnnxOp, op_types
@@ -41,28 +41,14 @@ RAW_CONFIDENT_ANCHORS_BOUND = 2e-4
 RAW_SCORE_COLUMNS_BOUND = 1e-3
 
 
-def _read_frame(path: Path, index: int) -> np.ndarray:
-    cap = cv2.VideoCapture(str(path))
-    try:
-        if not cap.isOpened():
-            raise AssertionError(f"cannot open {path}")
-        cap.set(cv2.CAP_PROP_POS_FRAMES, index)
-        ok, frame = cap.read()
-    finally:
-        cap.release()
-    if not ok or frame is None:
-        raise AssertionError(f"cannot read frame {index} of {path}")
-    return frame
-
-
 @pytest.fixture(scope="module")
 def real_frames(vtest_path: Path, clips_dir: Path) -> list[np.ndarray]:
     """Eight real frames: four of vtest.avi, two of a dense street, a town centre and a highway."""
-    frames = [_read_frame(vtest_path, i) for i in (0, 60, 120, 180)]
+    frames = [read_frame(vtest_path, i) for i in (0, 60, 120, 180)]
     street = clips_dir / "street_people_walking.mp4"
-    frames += [_read_frame(street, 5), _read_frame(street, 50)]
-    frames.append(_read_frame(clips_dir / "town_centre_pedestrians.mp4", 10))
-    frames.append(_read_frame(clips_dir / "highway_cars.mp4", 20))
+    frames += [read_frame(street, 5), read_frame(street, 50)]
+    frames.append(read_frame(clips_dir / "town_centre_pedestrians.mp4", 10))
+    frames.append(read_frame(clips_dir / "highway_cars.mp4", 20))
     return frames
 
 
