@@ -37,8 +37,9 @@ def main() -> int:
     vtest = ROOT / ".cache" / "footage" / "vtest.avi"
     report: dict[str, object] = {"provenance": provenance(), "targets": TARGETS}
     sections = {
-        "crowd_counts": lambda: eval_crowd.evaluate(ROOT / "tests" / "data" / "crowd_labels.json", clips, vtest,
-                                                    args.shared / "models"),
+        "crowd_counts": lambda: eval_crowd.evaluate(
+            ROOT / "tests" / "data" / "crowd_labels.json", clips, vtest, args.shared / "models"
+        ),
         "fire_smoke": lambda: eval_fire.evaluate(clips, vtest),
         "water_level": lambda: eval_water.evaluate(),
         "intrusion_loitering": lambda: eval_tracking.evaluate(),

@@ -30,15 +30,16 @@ def runtime(tmp_path_factory: pytest.TempPathFactory, clips_dir: Path, models_di
     street = prepare_stream(clips_dir / "street_people_walking.mp4", CACHE_DIR / "streams", gop_s=1.0)
     watch = FireSmokeConfig()
     cams = [
-        CameraConfig(id="cam-fire", url=str(fire), purpose="fire", loop=True, decode_mode="keyframe",
-                     fire_smoke=watch),
-        CameraConfig(id="cam-street", url=str(street), purpose="fire", loop=True, decode_mode="keyframe",
-                     fire_smoke=watch),
+        CameraConfig(id="cam-fire", url=str(fire), purpose="fire", loop=True, decode_mode="keyframe", fire_smoke=watch),
+        CameraConfig(
+            id="cam-street", url=str(street), purpose="fire", loop=True, decode_mode="keyframe", fire_smoke=watch
+        ),
     ]
     cfg = AppConfig(
         state_dir=tmp_path_factory.mktemp("fire"),
-        cluster=ClusterConfig(namespace="cctv-fire", num_shards=1, shard_num_cpus=0.5, local_num_cpus=4,
-                              serve_http_port=free_port()),
+        cluster=ClusterConfig(
+            namespace="cctv-fire", num_shards=1, shard_num_cpus=0.5, local_num_cpus=4, serve_http_port=free_port()
+        ),
         detector=DetectorConfig(models_dir=models_dir, num_cpus_per_replica=0.25),
         recorder=RecorderConfig(pre_roll_s=2, post_roll_s=2, max_clip_s=20),
         cameras=cams,
