@@ -196,3 +196,27 @@ def test_stop_is_prompt_even_while_connecting() -> None:
     s.stop()
     assert time.monotonic() - t0 < 5 and s.status().state is CameraState.RETIRED
     assert threading.active_count() < 50
+
+
+def test_http_source_streams(vtest_stream: Path) -> None:
+    """An HTTP(S) camera URL goes through the same demux/decode path (here: a real local HTTP server)."""
+    import functools
+    import http.server
+
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(vtest_stream.parent))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/{vtest_stream.name}"
+        got: list[SampledFrame] = []
+        cfg = CameraConfig(id="cam-http", url=url, analytics_fps=1.0, decode_mode="keyframe")
+        s = CameraStream(cfg, shard="t", ingest=INGEST, ring=PacketRing(5, 2**24), on_frame=got.append)
+        s.start()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and s.counters.packets < 795:
+            time.sleep(0.2)
+        s.stop()
+        assert s.counters.packets >= 795 and s.counters.frames_decoded >= 79 and len(got) >= 79
+        assert s.status().codec == "h264" and (s.status().width, s.status().height) == (768, 576)
+    finally:
+        server.shutdown()
