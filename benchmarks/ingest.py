@@ -13,9 +13,12 @@ Three measurements, for 360p, 720p and 1080p H.264 camera streams (1 s GOP, no B
    (``realtime=True``) in this process and measuring the CPU they use.
 
 Throughput is per CPU-second of the process (all threads), with the process pinned to
-one CPU for parts 1 and 2. Each figure is the median of several runs; each run repeats
-the file (re-opening it, as a looping camera does) until it has used about
-``--target-cpu-s`` of CPU.
+one CPU for parts 1 and 2. Each figure is the median of several runs (interleaved); each
+run plays the file as many times as needed to use about ``--target-cpu-s`` of CPU. Full
+runs first remux the prepared clips into longer files (>= 20 s; >= 120 s for keyframe
+mode) so that a container open, which a live camera does once, does not weigh.
+Part 3 runs K = 100, 200, 300 cameras (``--cameras``) with both CPUs allowed; a camera
+keeps up when its packets in the window are within 5 % of window x fps.
 
 Run: ``.venv/bin/python benchmarks/ingest.py [--quick] [--out benchmarks/results]``.
 """
