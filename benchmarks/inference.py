@@ -3,8 +3,7 @@
 YOLOX-Nano at 416 px on onnxruntime (CPU), at batch sizes 1, 2, 4, 8, 16, 32 and 64:
 
 * ``raw``: the runner in this process, ``runner.detect(batch of B letterboxed frames)``;
-  img/s = images / wall, latency = one batch. Measured before and after the Serve points
-  of each batch size (both passes pooled; their difference is reported as drift).
+  img/s = images / wall, latency = one batch.
 * ``raw_jpeg``: the same, plus the per-image work the HTTP route does before batching
   (``cv2.imdecode`` of the JPEG and ``letterbox``): the fair baseline for the HTTP series.
 * ``serve_handle``: one replica, ``max_batch_size = B``, ``batch_wait_timeout_s`` small
@@ -25,8 +24,10 @@ one: with a small timeout the formed batches stay small however large B is.
 
 The runner is built exactly as the replica builds it (:func:`load_model` from the same
 :class:`DetectorConfig`), with the same ``intra_op_threads``; the replica asks Ray for that
-many CPUs. Every series runs in this one process, interleaved per batch size, so the ratios
-compare the same machine at the same time. Throughput of a closed loop is exact per caller
+many CPUs. Every series runs in this one process. For each batch size all series are
+measured in turn, in ``--rounds`` alternating rounds (pooled; each round's rate is kept), so
+a slow spell of a shared machine hits every series, and a point during which other processes
+used CPU is measured again. Throughput of a closed loop is exact per caller
 (its requests sent after warm-up over the span from the first send to the last answer),
 summed over callers, so it does not depend on where a window cuts a batch.
 
@@ -53,6 +54,7 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -88,7 +90,8 @@ log = logging.getLogger("benchmarks.inference")
 
 MODEL = "yolox_nano"
 INPUT_SIZE = 416
-APP = f"detector-{MODEL}"
+APP = f"detector-{MODEL}"  # batch_wait_timeout_s small
+APP_FILL = f"detector-{MODEL}-fill"  # batch_wait_timeout_s = fill wait
 NAMESPACE = "cctv-bench-inference"
 VTEST = REPO / ".cache" / "footage" / "vtest.avi"
 FULL_BATCHES = (1, 2, 4, 8, 16, 32, 64)
@@ -246,25 +249,32 @@ class Point:
         return out
 
 
-def pool_raw(a: Point, b: Point) -> Point:
-    """Two raw passes as one point (images / wall over both); each pass's rate kept as drift evidence."""
-    wall = a.wall_s + b.wall_s
-    cores = {k: round((a.cores.get(k, 0.0) * a.wall_s + b.cores.get(k, 0.0) * b.wall_s) / wall, 3) for k in a.cores}
+def pool_points(points: list[Point]) -> Point:
+    """Rounds of one series as one point: rates weighted by wall time, samples concatenated.
+
+    Each round's rate stays in ``round_images_per_s`` (the spread between rounds is the noise).
+    """
+    first = points[0]
+    wall = sum(p.wall_s for p in points)
+    cores = {k: round(sum(p.cores.get(k, 0.0) * p.wall_s for p in points) / wall, 3) for k in first.cores}
     return Point(
-        a.series,
-        a.batch,
-        a.callers,
-        images=a.images + b.images,
+        first.series,
+        first.batch,
+        first.callers,
+        images=sum(p.images for p in points),
         wall_s=wall,
-        images_per_s=(a.images + b.images) / wall,
-        latencies_ms=a.latencies_ms + b.latencies_ms,
+        images_per_s=sum(p.images_per_s * p.wall_s for p in points) / wall,
+        latencies_ms=[v for p in points for v in p.latencies_ms],
+        batch_sizes=[v for p in points for v in p.batch_sizes],
+        inference_ms=[v for p in points for v in p.inference_ms],
         cores=cores,
-        loadavg_before=a.loadavg_before,
-        loadavg_after=b.loadavg_after,
+        loadavg_before=first.loadavg_before,
+        loadavg_after=points[-1].loadavg_after,
         extra={
-            "pass_images_per_s": [round(a.images_per_s, 2), round(b.images_per_s, 2)],
-            "pass_drift_fraction": round(b.images_per_s / a.images_per_s - 1.0, 3),
-            "pass_attempts": [a.extra.get("attempts", 1), b.extra.get("attempts", 1)],
+            "rounds": len(points),
+            "round_images_per_s": [round(p.images_per_s, 2) for p in points],
+            "round_foreign_cores": [p.cores.get("foreign_cores") for p in points],
+            "round_attempts": [p.extra.get("attempts", 1) for p in points],
         },
     )
 
@@ -284,7 +294,7 @@ def measure_raw(
     runner: DetectorBase,
     warmup_s: float,
     duration_s: float,
-    min_rounds: int,
+    min_answers: int,
 ) -> Point:
     """Sequential batches in this thread; ``make_batch`` is inside the timed region (raw_jpeg decodes there)."""
     point = Point(series, batch, callers=1, loadavg_before=loadavg())
@@ -296,7 +306,7 @@ def measure_raw(
     snap0 = cpu_snapshot()
     t0 = time.perf_counter()
     rounds = 0
-    while rounds < min_rounds or time.perf_counter() - t0 < duration_s:
+    while rounds < min_answers or time.perf_counter() - t0 < duration_s:
         ts = time.perf_counter()
         runner.detect(make_batch(i))
         point.latencies_ms.append((time.perf_counter() - ts) * 1000.0)
@@ -318,14 +328,14 @@ async def measure_closed_loop(
     call: Callable[[int, int], Awaitable[tuple[int, float]]],
     warmup_s: float,
     duration_s: float,
-    min_rounds: int,
+    min_answers: int,
 ) -> Point:
     """``callers`` coroutines, each with one request in flight; ``call(caller, i)`` -> (batch_size, inference_ms).
 
     A request counts when it was sent after the warm-up. Throughput is exact per caller
     (its counted requests over the span from its first counted send to its last answer) and
     summed over callers; every caller stops once ``duration_s`` has passed and each has
-    ``min_rounds`` counted answers.
+    ``min_answers`` counted answers.
     """
     point = Point(series, batch, callers=callers)
     loop_t0 = time.perf_counter()
@@ -353,7 +363,7 @@ async def measure_closed_loop(
                 point.latencies_ms.append((td - ts) * 1000.0)
                 point.batch_sizes.append(bs)
                 point.inference_ms.append(inf_ms)
-                if td - t_measure >= duration_s and min(counted) >= min_rounds:
+                if td - t_measure >= duration_s and min(counted) >= min_answers:
                     stop.set()
         spans[j] = (first_send or 0.0, last_done, n)
 
@@ -422,12 +432,19 @@ def detector_cfg(models_dir: Path, batch: int, wait_s: float, threads: int) -> D
     )
 
 
-def deploy(cfg: DetectorConfig) -> float:
-    """(Re)deploy the detector app for ``cfg``; returns seconds until it serves."""
+def deploy(apps: dict[str, tuple[DetectorConfig, str]]) -> float:
+    """(Re)deploy one detector app per ``name -> (config, route)``; returns seconds until all serve.
+
+    Both apps stay resident; only the one being measured gets requests (an idle replica used
+    under 0.05 cores in every measurement here: see ``serve_replica_cores`` of the raw points).
+    """
     t0 = time.perf_counter()
-    if APP in serve.status().applications:
-        serve.delete(APP)
-    serve.run(build_detector_app(cfg, NAMESPACE, "127.0.0.1"), name=APP, route_prefix=detector_route(cfg))
+    existing = serve.status().applications
+    for name in apps:
+        if name in existing:
+            serve.delete(name)
+    for name, (cfg, route) in apps.items():
+        serve.run(build_detector_app(cfg, NAMESPACE, "127.0.0.1"), name=name, route_prefix=route)
     return time.perf_counter() - t0
 
 
@@ -498,10 +515,10 @@ class Workload:
     boxed: list[Letterboxed]
     jpegs: list[bytes]
     reqs: list[DetectRequest]
-    url: str
+    base_url: str
     warmup_s: float
     duration_s: float
-    min_rounds: int
+    min_answers: int
 
 
 async def handle_point(series: str, batch: int, callers: int, handle: Any, w: Workload) -> Point:
@@ -511,27 +528,33 @@ async def handle_point(series: str, batch: int, callers: int, handle: Any, w: Wo
         res: DetectResult = await handle.detect.remote(w.reqs[(j + i * callers) % n])
         return res.batch_size, res.inference_ms
 
-    return await measure_closed_loop(series, batch, callers, call, w.warmup_s, w.duration_s, w.min_rounds)
+    return await measure_closed_loop(series, batch, callers, call, w.warmup_s, w.duration_s, w.min_answers)
 
 
-async def http_point(series: str, batch: int, w: Workload) -> Point:
+async def http_point(series: str, batch: int, route: str, w: Workload) -> Point:
     n = len(w.jpegs)
+    url = w.base_url + route
     limits = httpx.Limits(max_connections=batch + 4, max_keepalive_connections=batch + 4)
     async with httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(300.0)) as client:
 
         async def call(j: int, i: int) -> tuple[int, float]:
-            r = await client.post(w.url, content=w.jpegs[(j + i * batch) % n], params={"camera": f"cam{j}"})
+            r = await client.post(url, content=w.jpegs[(j + i * batch) % n], params={"camera": f"cam{j}"})
             r.raise_for_status()
             body = r.json()
             return int(body["batch_size"]), float(body["inference_ms"])
 
-        return await measure_closed_loop(series, batch, batch, call, w.warmup_s, w.duration_s, w.min_rounds)
+        return await measure_closed_loop(series, batch, batch, call, w.warmup_s, w.duration_s, w.min_answers)
+
+
+def _sync(point: Callable[..., Awaitable[Point]], *point_args: Any) -> Point:
+    return asyncio.run(point(*point_args))
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     batches = QUICK_BATCHES if args.quick else tuple(args.batches)
     duration_s = args.duration_s if args.duration_s is not None else (2.0 if args.quick else 5.0)
     warmup_s = args.warmup_s if args.warmup_s is not None else (1.0 if args.quick else 2.0)
+    rounds_n = args.rounds if args.rounds is not None else (1 if args.quick else 2)
     models_dir = args.models_dir.resolve()
     quiet = wait_for_quiet(args.max_load, args.wait_load_s)
 
@@ -545,9 +568,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     runner = load_model(cfg0, None, None, Path(tempfile.gettempdir())).runner
     log.info("raw runner %r, %d threads; %d frames", runner, args.threads, n_frames)
 
+    # Two replicas of `threads` CPUs are resident (small wait and fill wait); only one is busy at a time.
     ray.init(
         address="local",
-        num_cpus=args.threads,
+        num_cpus=2 * args.threads,
         include_dashboard=False,
         log_to_driver=False,
         object_store_memory=512 * 1024**2,
@@ -556,20 +580,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     )
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
-    w = Workload(
-        boxed, jpegs, reqs, f"http://127.0.0.1:{port}{detector_route(cfg0)}", warmup_s, duration_s, args.min_rounds
-    )
+    route = detector_route(cfg0)
+    route_fill = f"/fill{route}"
+    w = Workload(boxed, jpegs, reqs, f"http://127.0.0.1:{port}", warmup_s, duration_s, args.min_answers)
     results: dict[str, dict[str, Any]] = {s: {} for s in SERIES}
     deploy_s: dict[str, float] = {}
     check: dict[str, Any] = {}
     t_start = time.perf_counter()
     quiet_per_batch: dict[str, Any] = {}
-
-    def handle_sync(series: str, batch: int, callers: int, handle: Any) -> Point:
-        return asyncio.run(handle_point(series, batch, callers, handle, w))
-
-    def http_sync(series: str, batch: int) -> Point:
-        return asyncio.run(http_point(series, batch, w))
 
     def clean(measure: Callable[..., Point], *measure_args: Any) -> Point:
         """Measure; while other processes took CPU during it, wait for them and measure again."""
@@ -585,7 +603,20 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     try:
         for batch in batches:
-            quiet_per_batch[str(batch)] = wait_for_no_foreign_load(args.max_foreign_cores, args.wait_load_s)
+            deploy_s[str(batch)] = round(
+                deploy(
+                    {
+                        APP: (detector_cfg(models_dir, batch, args.batch_wait_s, args.threads), route),
+                        APP_FILL: (detector_cfg(models_dir, batch, args.fill_wait_s, args.threads), route_fill),
+                    }
+                ),
+                2,
+            )
+            handle = serve.get_deployment_handle(DETECTOR_DEPLOYMENT, app_name=APP)
+            handle_fill = serve.get_deployment_handle(DETECTOR_DEPLOYMENT, app_name=APP_FILL)
+            if not check:
+                check = compare_outputs(runner, handle, boxed[0])
+                log.info("served vs raw on one frame: %s", check)
 
             def raw_batch(i: int, b: int = batch) -> list[Letterboxed]:
                 return [boxed[(i * b + k) % n_frames] for k in range(b)]
@@ -599,30 +630,30 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     for k in range(b)
                 ]
 
-            def raw_point(series: str, make: Callable[[int], list[Letterboxed]], b: int = batch) -> Point:
-                return measure_raw(series, b, make, runner, warmup_s, duration_s, args.min_rounds)
-
-            deploy_s[f"{batch}_small_wait"] = round(
-                deploy(detector_cfg(models_dir, batch, args.batch_wait_s, args.threads)), 2
-            )
-            handle = serve.get_deployment_handle(DETECTOR_DEPLOYMENT, app_name=APP)
-            if not check:
-                check = compare_outputs(runner, handle, boxed[0])
-                log.info("served vs raw on one frame: %s", check)
-            raw_first = clean(raw_point, "raw", raw_batch)
-            points = [clean(raw_point, "raw_jpeg", jpeg_batch)]
-            points.append(clean(handle_sync, "serve_handle", batch, batch, handle))
-            points.append(clean(http_sync, "serve_http", batch))
-            deploy_s[f"{batch}_fill_wait"] = round(
-                deploy(detector_cfg(models_dir, batch, args.fill_wait_s, args.threads)), 2
-            )
-            handle = serve.get_deployment_handle(DETECTOR_DEPLOYMENT, app_name=APP)
-            points.append(clean(handle_sync, "serve_handle_fill", batch, batch, handle))
-            points.append(clean(handle_sync, "serve_handle_fill_2x", batch, 2 * batch, handle))
-            points.append(clean(http_sync, "serve_http_fill", batch))
-            points.insert(0, pool_raw(raw_first, clean(raw_point, "raw", raw_batch)))
-            for p in points:
-                results[p.series][str(batch)] = p.to_json()
+            # series -> measurement; every round measures all of them in this order, so a slow spell of
+            # the machine hits every series instead of one.
+            plan: dict[str, Callable[[], Point]] = {
+                "raw": partial(measure_raw, "raw", batch, raw_batch, runner, warmup_s, duration_s, args.min_answers),
+                "raw_jpeg": partial(
+                    measure_raw, "raw_jpeg", batch, jpeg_batch, runner, warmup_s, duration_s, args.min_answers
+                ),
+                "serve_handle": partial(_sync, handle_point, "serve_handle", batch, batch, handle, w),
+                "serve_http": partial(_sync, http_point, "serve_http", batch, route, w),
+                "serve_handle_fill": partial(_sync, handle_point, "serve_handle_fill", batch, batch, handle_fill, w),
+                "serve_handle_fill_2x": partial(
+                    _sync, handle_point, "serve_handle_fill_2x", batch, 2 * batch, handle_fill, w
+                ),
+                "serve_http_fill": partial(_sync, http_point, "serve_http_fill", batch, route_fill, w),
+            }
+            rounds: dict[str, list[Point]] = {name: [] for name in plan}
+            quiet_per_batch[str(batch)] = wait_for_no_foreign_load(args.max_foreign_cores, args.wait_load_s)
+            for r in range(rounds_n):
+                for name, measure in plan.items():
+                    rounds[name].append(clean(measure))
+                log.info("B=%d round %d/%d done", batch, r + 1, rounds_n)
+            points = [pool_points(rounds[name]) for name in plan]
+            for pt in points:
+                results[pt.series][str(batch)] = pt.to_json()
             _print_progress(batch, points)
     finally:
         serve.shutdown()
@@ -636,12 +667,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "batch_sizes": list(batches),
             "intra_op_threads": args.threads,
             "replica_num_cpus": args.threads,
-            "ray_num_cpus": args.threads,
+            "ray_num_cpus": 2 * args.threads,
+            "rounds": rounds_n,
             "batch_wait_timeout_s": args.batch_wait_s,
             "fill_batch_wait_timeout_s": args.fill_wait_s,
             "warmup_s": warmup_s,
             "min_duration_s": duration_s,
-            "min_rounds": args.min_rounds,
+            "min_answers_per_caller": args.min_answers,
             "frames": n_frames,
             "footage": str(VTEST.relative_to(REPO)),
             "frame_size_px": [int(boxed[0].frame_width), int(boxed[0].frame_height)],
@@ -659,11 +691,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         ],
         "run_wall_s": round(time.perf_counter() - t_start, 1),
         "jpeg_decode_letterbox_ms_per_image": decode_ms,
-        "deploy_s": deploy_s,
+        "deploy_both_apps_s": deploy_s,
         "served_vs_raw_output": check,
         "series_description": {
-            "raw": "runner.detect(B letterboxed frames) in the driver, before and after the Serve points; "
-            "latency = one batch",
+            "raw": "runner.detect(B letterboxed frames) in the driver; latency = one batch",
             "raw_jpeg": "as raw plus cv2.imdecode + letterbox of each JPEG (the HTTP route's per-image work)",
             "serve_handle": "DeploymentHandle.detect.remote, B closed-loop callers, max_batch_size=B, "
             "batch_wait_timeout_s small",
@@ -689,9 +720,18 @@ def _ratios(results: dict[str, dict[str, Any]], batches: tuple[int, ...]) -> dic
     def ips(series: str, b: int) -> float:
         return float(results[series][str(b)]["images_per_s"])
 
-    per_batch: dict[str, dict[str, float]] = {}
+    def rounds(series: str, b: int) -> list[float]:
+        return [float(v) for v in results[series][str(b)]["round_images_per_s"]]
+
+    per_batch: dict[str, dict[str, Any]] = {}
     for b in batches:
-        row = {f"{s}_over_raw": round(ips(s, b) / ips("raw", b), 3) for s in SERVE_SERIES}
+        row: dict[str, Any] = {}
+        for s in SERVE_SERIES:
+            row[f"{s}_over_raw"] = round(ips(s, b) / ips("raw", b), 3)
+            # Same-round ratios: each round measured raw and every Serve series back to back.
+            row[f"{s}_over_raw_per_round"] = [
+                round(x / y, 3) for x, y in zip(rounds(s, b), rounds("raw", b), strict=True)
+            ]
         for s in ("serve_http", "serve_http_fill"):
             row[f"{s}_over_raw_jpeg"] = round(ips(s, b) / ips("raw_jpeg", b), 3)
         per_batch[str(b)] = row
@@ -715,8 +755,8 @@ def _print_progress(batch: int, points: list[Point]) -> None:
                 f" batch~{j['batch_size_mean_per_batch']:.1f}"
                 f" inf/batch {j['replica_inference_ms_per_batch_mean']:.0f}ms busy {j['replica_busy_fraction']:.2f}"
             )
-        elif "pass_images_per_s" in j:
-            extra = f" passes {j['pass_images_per_s']}"
+        if "round_images_per_s" in j:
+            extra += f" rounds {j['round_images_per_s']}"
         print(
             f"  B={batch:<3} {p.series:<21} {j['images_per_s']:7.1f} img/s  p50 {j['latency_p50_ms']:8.1f} ms"
             f"  p99 {j['latency_p99_ms']:8.1f} ms  machine {j['machine_busy_cores']:.2f} cores"
@@ -757,7 +797,8 @@ def print_summary(record: dict[str, Any]) -> None:
     print(f"\nbest raw: B={best['raw_batch']} {best['raw_images_per_s']:.1f} img/s (target ratio {best['target']})")
     for c in SERVE_SERIES:
         print(
-            f"  {c:<21} at B={best['raw_batch']}: {best[f'{c}_over_raw_at_raw_best_batch']:.2f}; "
+            f"  {c:<21} at B={best['raw_batch']}: {best[f'{c}_over_raw_at_raw_best_batch']:.2f} "
+            f"(per round {ratios['per_batch'][str(best['raw_batch'])][f'{c}_over_raw_per_round']}); "
             f"its best B={best[f'{c}_batch']} {best[f'{c}_images_per_s']:.1f} img/s -> best vs best "
             f"{best[f'{c}_over_raw_best_vs_best']:.2f}"
         )
@@ -791,8 +832,13 @@ def plot(record: dict[str, Any], path: Path) -> None:
         ys = [record["results"][series][str(b)]["images_per_s"] for b in batches]
         ax.plot(batches, ys, label=label, color=color, linestyle=ls, marker=marker)
         if series.startswith("serve"):
-            ratio = [record["ratios"]["per_batch"][str(b)][f"{series}_over_raw"] for b in batches]
-            ax2.plot(batches, ratio, label=label, color=color, linestyle=ls, marker=marker)
+            per = [record["ratios"]["per_batch"][str(b)] for b in batches]
+            ratio = [q[f"{series}_over_raw"] for q in per]
+            spread = [
+                [r - min(q[f"{series}_over_raw_per_round"]) for r, q in zip(ratio, per, strict=True)],
+                [max(q[f"{series}_over_raw_per_round"]) - r for r, q in zip(ratio, per, strict=True)],
+            ]
+            ax2.errorbar(batches, ratio, yerr=spread, label=label, color=color, linestyle=ls, marker=marker, capsize=3)
             formed = [record["results"][series][str(b)]["batch_size_mean_per_batch"] for b in batches]
             ax3.plot(batches, formed, label=label, color=color, linestyle=ls, marker=marker)
     ax3.plot(batches, batches, color="k", linewidth=0.8, linestyle="--", label="max_batch_size B")
@@ -801,7 +847,7 @@ def plot(record: dict[str, Any], path: Path) -> None:
     load = record["quiet_check"]["loadavg_at_start"]
     titles = (
         f"{record['model']} onnxruntime CPU, {s['intra_op_threads']} threads: images/s",
-        f"Serve / raw images/s (loadavg at start {load[0] if load else '?'})",
+        f"Serve / raw images/s; bars: range over rounds (loadavg at start {load[0] if load else '?'})",
         f"mean formed batch (wait {s['batch_wait_timeout_s']} s vs fill {s['fill_batch_wait_timeout_s']} s)",
     )
     for a, title, ylabel in zip(axes, titles, ("images / s", "ratio to raw", "images per batch"), strict=True):
@@ -831,7 +877,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--fill-wait-s", type=float, default=0.5, help="batch_wait_timeout_s of the _fill series")
     p.add_argument("--duration-s", type=float, default=None, help="measured seconds per point (5; quick 2)")
     p.add_argument("--warmup-s", type=float, default=None, help="warm-up seconds per point (2; quick 1)")
-    p.add_argument("--min-rounds", type=int, default=5, help="at least this many batches / answers per caller")
+    p.add_argument("--rounds", type=int, default=None, help="alternating rounds of all series per B (2; quick 1)")
+    p.add_argument("--min-answers", type=int, default=5, help="at least this many batches / answers per caller")
     p.add_argument("--max-load", type=float, default=1.5, help="wait for the 1-min load average below this")
     p.add_argument("--max-foreign-cores", type=float, default=0.15, help="before each B, wait for others below")
     p.add_argument("--retries", type=int, default=3, help="re-measure a point disturbed by other processes")
