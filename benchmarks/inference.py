@@ -35,7 +35,9 @@ Where the time goes is measured, not assumed: CPU seconds per process group (thi
 the replica, the Serve proxy and controller, raylet/GCS, everything else on the machine)
 over each measurement, the replica's own forward-pass time per batch (``inference_ms``) and
 its busy fraction. Ratio ~ (raw batch time / replica batch time) x busy fraction, at equal
-batch size.
+batch size. When the machine is saturated (every series here keeps all cores busy), the
+ratio is also ~ raw CPU-ms per image / Serve CPU-ms per image summed over all processes:
+the ``*_cpu_ms_per_image`` fields say which process the extra went to.
 
 Run: ``.venv/bin/python benchmarks/inference.py [--quick] [--models-dir ../shared/models]``.
 """
