@@ -190,8 +190,13 @@ class ClipStore:
             keys.append(value)
         return cls(ep, keys[0], keys[1], cfg.bucket, secure=cfg.secure, region=cfg.region)
 
+    @property
+    def client(self) -> Minio:
+        """The minio client, for other stores sharing this bucket handle (e.g. the model registry)."""
+        return self._client
+
     @contextmanager
-    def _translate(self, op: str, key: str | None = None) -> Iterator[None]:
+    def translate_errors(self, op: str, key: str | None = None) -> Iterator[None]:
         """Turn SDK and transport errors into :class:`StorageError` naming the operation and object."""
         what = f"S3 {op} {self.bucket}/{key}" if key else f"S3 {op} bucket {self.bucket!r}"
         try:
@@ -207,7 +212,7 @@ class ClipStore:
 
     def ensure_bucket(self) -> None:
         """Create the bucket unless it exists (safe to call concurrently from several processes)."""
-        with self._translate("create"):
+        with self.translate_errors("create"):
             if self._client.bucket_exists(self.bucket):
                 return
             try:
@@ -240,7 +245,7 @@ class ClipStore:
                 )
             body = sidecar.to_json_bytes()
             start = time.monotonic()
-            with self._translate("PUT", sidecar.object_key):
+            with self.translate_errors("PUT", sidecar.object_key):
                 self._client.fput_object(
                     self.bucket,
                     sidecar.object_key,
@@ -248,7 +253,7 @@ class ClipStore:
                     content_type="video/mp4",
                     metadata={SHA256_META: digest},
                 )
-            with self._translate("PUT", sidecar.sidecar_key):
+            with self.translate_errors("PUT", sidecar.sidecar_key):
                 self._client.put_object(
                     self.bucket,
                     sidecar.sidecar_key,
@@ -266,7 +271,7 @@ class ClipStore:
 
     def stat_clip(self, key: str) -> StoredObject:
         """Size, etag, content type and stored SHA-256 of one object."""
-        with self._translate("HEAD", key):
+        with self.translate_errors("HEAD", key):
             obj = self._client.stat_object(self.bucket, key)
         meta = obj.metadata or {}
         return StoredObject(
@@ -285,7 +290,7 @@ class ClipStore:
 
     def get_bytes(self, key: str) -> bytes:
         """The whole object in memory (clips are small; use presigned URLs to stream big ones)."""
-        with self._translate("GET", key):
+        with self.translate_errors("GET", key):
             response = self._client.get_object(self.bucket, key)
             try:
                 return response.read()
@@ -300,7 +305,7 @@ class ClipStore:
 
     def list_keys(self, prefix: str = "clips/") -> list[str]:
         """Every object key under ``prefix`` (recursive), sorted."""
-        with self._translate("LIST", prefix):
+        with self.translate_errors("LIST", prefix):
             return sorted(
                 o.object_name
                 for o in self._client.list_objects(self.bucket, prefix, recursive=True)
@@ -315,7 +320,7 @@ class ClipStore:
         """A URL anyone can GET for ``expiry_s`` seconds (1 s to 7 days)."""
         if not 1 <= expiry_s <= 7 * 24 * 3600:
             raise ValueError(f"presign expiry_s={expiry_s} is outside 1..604800")
-        with self._translate("presign GET", key):
+        with self.translate_errors("presign GET", key):
             return self._client.presigned_get_object(self.bucket, key, expires=timedelta(seconds=expiry_s))
 
     def healthy(self) -> bool:

@@ -333,9 +333,9 @@ class ModelStore:
             logger.info("model %s already stored with sha256 %s: push is a no-op", existing.ref, digest)
             return existing
 
-        with file.open("rb") as fh, self._s3._translate("PUT", manifest.object_key):
+        with file.open("rb") as fh, self._s3.translate_errors("PUT", manifest.object_key):
             reader = _HashingReader(fh)
-            self._s3._client.put_object(
+            self._s3.client.put_object(
                 self.bucket,
                 manifest.object_key,
                 reader,
@@ -350,8 +350,8 @@ class ModelStore:
                 f"uploaded bytes hash to {uploaded}; manifest not written"
             )
         body = manifest.to_json_bytes()
-        with self._s3._translate("PUT", manifest.manifest_key):
-            self._s3._client.put_object(
+        with self._s3.translate_errors("PUT", manifest.manifest_key):
+            self._s3.client.put_object(
                 self.bucket,
                 manifest.manifest_key,
                 io.BytesIO(body),
@@ -477,8 +477,8 @@ class ModelStore:
             size = 0
             with os.fdopen(fd, "wb") as out:
                 try:
-                    with self._s3._translate("GET", manifest.object_key):
-                        response = self._s3._client.get_object(self.bucket, manifest.object_key)
+                    with self._s3.translate_errors("GET", manifest.object_key):
+                        response = self._s3.client.get_object(self.bucket, manifest.object_key)
                         try:
                             for chunk in response.stream(_DOWNLOAD_CHUNK_BYTES):
                                 digest.update(chunk)
