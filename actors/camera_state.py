@@ -13,10 +13,11 @@ class CameraState(enum.StrEnum):
 
     ``connecting`` → ``streaming`` on the first packet; ``streaming`` → ``stalled`` when no
     packet arrived for the stall timeout; any failure → ``reconnecting`` (back-off with
-    jitter); repeated failures → ``down`` (still retried at the longest back-off);
-    ``retired`` when the camera was removed or the shard stopped. A camera that comes
-    back goes ``reconnecting``/``down`` → ``connecting`` → ``streaming`` inside the same
-    shard: nothing restarts.
+    jitter); repeated failures → ``down``. A ``down`` camera is still retried at the
+    longest back-off but stays ``down`` during those attempts (operators and alerts see
+    one steady state, not a down/connecting flicker) until a packet arrives, when it goes
+    straight to ``streaming``. ``retired`` when the camera was removed or the shard
+    stopped. A camera that comes back resumes inside the same shard: nothing restarts.
     """
 
     CONNECTING = "connecting"
@@ -44,7 +45,7 @@ _ALLOWED: dict[CameraState, frozenset[CameraState]] = {
         {CameraState.STREAMING, CameraState.RECONNECTING, CameraState.DOWN, CameraState.RETIRED}
     ),
     CameraState.RECONNECTING: frozenset({CameraState.CONNECTING, CameraState.DOWN, CameraState.RETIRED}),
-    CameraState.DOWN: frozenset({CameraState.CONNECTING, CameraState.RETIRED}),
+    CameraState.DOWN: frozenset({CameraState.CONNECTING, CameraState.STREAMING, CameraState.RETIRED}),
     CameraState.RETIRED: frozenset(),
 }
 

@@ -224,7 +224,8 @@ class CameraStream:
 
     def _session(self) -> bool:
         """Open the source once and pump it until it ends; True if any packet arrived."""
-        if self.sm.state is not CameraState.CONNECTING:
+        if self.sm.state not in (CameraState.CONNECTING, CameraState.DOWN):
+            # A down camera keeps its state and last reason while it is retried.
             self.sm.to(CameraState.CONNECTING, f"opening {self._safe_url}")
         url = self.cfg.url
         if self._file:

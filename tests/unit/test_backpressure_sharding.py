@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 
@@ -39,6 +40,25 @@ def test_put_never_blocks_and_close_wakes_consumers() -> None:
     assert q.put(5) == 5  # closed: counted as a drop
 
 
+def test_get_many_takes_what_is_queued_without_waiting_for_more() -> None:
+    q: DropQueue[int] = DropQueue(8, "drop_oldest")
+    for i in range(5):
+        q.put(i)
+    assert q.get_many(3, timeout_s=0) == [0, 1, 2]
+    t0 = time.monotonic()
+    assert q.get_many(10, timeout_s=5.0) == [3, 4]  # two queued: returned at once, no wait for ten
+    assert time.monotonic() - t0 < 1.0
+    assert q.get_many(4, timeout_s=0.01) == []
+    got: list[list[int]] = []
+    t = threading.Thread(target=lambda: got.append(q.get_many(4, timeout_s=10.0)))
+    t.start()
+    q.put(7)
+    t.join(2.0)
+    assert got == [[7]]
+    with pytest.raises(ValueError, match="0"):
+        q.get_many(0)
+
+
 def test_bad_policy_and_size_are_refused() -> None:
     with pytest.raises(ValueError, match="drop_sideways"):
         DropQueue(1, "drop_sideways")  # type: ignore[arg-type]
@@ -70,9 +90,11 @@ def test_state_machine_allows_the_documented_path_only() -> None:
     sm.to(CameraState.STREAMING, "ok")
     sm.to(CameraState.STALLED, "no packet")
     sm.to(CameraState.RECONNECTING, "timeout")
-    sm.to(CameraState.DOWN, "3 failures")
-    with pytest.raises(InvalidTransition, match="down -> streaming"):
+    with pytest.raises(InvalidTransition, match="reconnecting -> streaming"):
         sm.to(CameraState.STREAMING, "skipping connect")
-    sm.to(CameraState.CONNECTING, "retry")
+    sm.to(CameraState.DOWN, "3 failures")
+    sm.to(CameraState.STREAMING, "a retry of the down camera got packets")
+    sm.to(CameraState.DOWN, "failed again")
+    sm.to(CameraState.CONNECTING, "camera re-added")
     sm.to(CameraState.RETIRED, "removed")
     assert sm.to(CameraState.CONNECTING, "late") is False and sm.state is CameraState.RETIRED
