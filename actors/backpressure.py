@@ -55,6 +55,20 @@ class DropQueue(Generic[T]):
                 self._cond.wait(timeout_s)
             return self._items.popleft() if self._items else None
 
+    def get_many(self, max_items: int, timeout_s: float | None = None) -> list[T]:
+        """Wait up to ``timeout_s`` for one item, then take it and whatever else is queued, up to ``max_items``.
+
+        Never waits for a batch to fill: at light load a consumer gets single items at once,
+        under load it gets what piled up while it was busy.
+        """
+        if max_items < 1:
+            raise ValueError(f"max_items must be >= 1, got {max_items}")
+        with self._cond:
+            if not self._items and not self._closed:
+                self._cond.wait(timeout_s)
+            n = min(max_items, len(self._items))
+            return [self._items.popleft() for _ in range(n)]
+
     def close(self) -> list[T]:
         """Stop accepting items, wake all consumers, and return what was still waiting."""
         with self._cond:

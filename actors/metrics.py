@@ -39,9 +39,15 @@ E2E_LATENCY = Histogram(
 )
 DETECT_CALL_LATENCY = Histogram(
     "cctv_detector_call_seconds",
-    "Round trip of one detector request through the Serve handle, seen by the shard.",
+    "Round trip of one detector call (a list of frames) through the Serve handle, seen by the shard.",
     ["shard"],
     buckets=LATENCY_BUCKETS_S,
+)
+FRAMES_PER_CALL = Histogram(
+    "cctv_detector_call_frames",
+    "Frames carried by one detector call from this shard (queued frames are sent together).",
+    ["shard"],
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128),
 )
 EVENTS = Counter("cctv_events_total", "Event transitions, by type and phase.", ["shard", "type", "phase"])
 CLIPS = Counter("cctv_clips_written_total", "Event clips written and handed to the upload spool.", ["shard"])

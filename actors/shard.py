@@ -319,38 +319,55 @@ class DecoderShard:
         return self.s.purpose_detectors.get(purpose, self.s.detector)
 
     def _detect_loop(self) -> None:
+        """One of ``max_in_flight_per_shard`` workers: queued frames go to the detector as lists."""
+        max_frames = self.s.cluster.max_frames_per_call
         while not self._stop.is_set():
-            frame = self._queue.get(timeout_s=0.5)
-            if frame is None:
+            frames = self._queue.get_many(max_frames, timeout_s=0.5)
+            if not frames:
                 continue
-            det = self._detector_of(frame.camera_id)
-            timeout_s = det.request_timeout_s
-            req = DetectRequest(
-                camera_id=frame.camera_id,
-                frame_seq=frame.frame_seq,
-                capture_ts=frame.capture_ts,
-                letterboxed=letterbox(frame.image, det.input_size),
+            groups: dict[str, list[SampledFrame]] = {}
+            for frame in frames:
+                groups.setdefault(self._detector_of(frame.camera_id).app_name, []).append(frame)
+            for app_name, group in groups.items():
+                self._detect_group(app_name, group)
+
+    def _detect_group(self, app_name: str, frames: list[SampledFrame]) -> None:
+        det = self._detector_of(frames[0].camera_id)
+        reqs = [
+            DetectRequest(
+                camera_id=f.camera_id,
+                frame_seq=f.frame_seq,
+                capture_ts=f.capture_ts,
+                letterboxed=letterbox(f.image, det.input_size),
             )
+            for f in frames
+        ]
+        with self._in_flight_lock:
+            self._in_flight += 1
+        t0 = time.perf_counter()
+        try:
+            results: list[DetectResult] = (
+                self._handles[app_name].detect_frames.remote(reqs).result(timeout_s=det.request_timeout_s)
+            )
+        except TimeoutError:
+            self._detector_errors += 1
+            for f in frames:
+                self._count_drop(f.camera_id, "detector_timeout")
+            return
+        except (ray.exceptions.RayError, RuntimeError) as exc:
+            # Serve raises its own errors (BackPressureError, replica death) as RayError subclasses.
+            self._detector_errors += 1
+            for f in frames:
+                self._count_drop(f.camera_id, "detector_error")
+            log.warning("detector call for %d frames failed: %s", len(frames), type(exc).__name__)
+            self._stop.wait(0.05)
+            return
+        finally:
             with self._in_flight_lock:
-                self._in_flight += 1
-            t0 = time.perf_counter()
-            try:
-                result: DetectResult = self._handles[det.app_name].detect.remote(req).result(timeout_s=timeout_s)
-            except TimeoutError:
-                self._detector_errors += 1
-                self._count_drop(frame.camera_id, "detector_timeout")
-                continue
-            except (ray.exceptions.RayError, RuntimeError) as exc:
-                # Serve raises its own errors (BackPressureError, replica death) as RayError subclasses.
-                self._detector_errors += 1
-                self._count_drop(frame.camera_id, "detector_error")
-                log.warning("detector request for camera %s failed: %s", frame.camera_id, type(exc).__name__)
-                self._stop.wait(0.05)
-                continue
-            finally:
-                with self._in_flight_lock:
-                    self._in_flight -= 1
-            m.DETECT_CALL_LATENCY.labels(self.shard_id).observe(time.perf_counter() - t0)
+                self._in_flight -= 1
+        m.DETECT_CALL_LATENCY.labels(self.shard_id).observe(time.perf_counter() - t0)
+        m.FRAMES_PER_CALL.labels(self.shard_id).observe(len(frames))
+        for result in results:
             self._on_result(result)
 
     def _on_result(self, result: DetectResult) -> None:

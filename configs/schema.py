@@ -221,6 +221,12 @@ class ClusterConfig(_Model):
     local_num_cpus: int | None = Field(default=None, ge=1, description="CPUs of a local Ray (None: all).")
     max_in_flight_per_shard: int = Field(default=4, ge=1, description="Detector requests in flight per shard.")
     queue_size_per_shard: int = Field(default=16, ge=1, description="Sampled frames waiting per shard.")
+    max_frames_per_call: int = Field(
+        default=16,
+        ge=1,
+        description="Most frames one detector call carries: a shard worker sends all queued frames (up to this) "
+        "in one call, so Serve's per-call cost is paid per list, not per frame.",
+    )
     backpressure_policy: BackpressurePolicy = "drop_oldest"
     serve_http_host: str = "127.0.0.1"
     serve_http_port: int = Field(default=8000, ge=0, le=65535)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import cv2
 import httpx
+import numpy as np
 import pytest
 import ray
 from minio import Minio
@@ -135,6 +136,52 @@ def test_model_from_registry_serves_batches(served, request_frame: DetectRequest
     persons = [sum(d.label == "person" for d in r.detections) for r in results]
     assert len(set(persons)) == 1 and 4 <= persons[0] <= 15
     assert max(r.batch_size for r in results) > 1  # concurrent requests were batched
+
+
+def test_list_call_equals_single_calls(served, vtest_path: Path) -> None:
+    cap = cv2.VideoCapture(str(vtest_path))
+    reqs = []
+    for k in range(5):
+        cap.set(cv2.CAP_PROP_POS_FRAMES, 40 * k)
+        ok, frame = cap.read()
+        assert ok
+        boxed = letterbox(frame, 416)
+        reqs.append(DetectRequest(camera_id=f"c{k}", frame_seq=k, capture_ts=float(k), letterboxed=boxed))
+    h = _handle()
+    listed: list[DetectResult] = h.detect_frames.remote(reqs).result(timeout_s=60)
+    singles = [h.detect.remote(r).result(timeout_s=60) for r in reqs]
+    assert [r.camera_id for r in listed] == [f"c{k}" for k in range(5)]
+    assert {r.batch_size for r in listed} == {5}  # one forward pass for the list
+    for a, b in zip(listed, singles, strict=True):
+        assert [d.label for d in a.detections] == [d.label for d in b.detections]
+        for da, db in zip(a.detections, b.detections, strict=True):
+            assert np.allclose(da.box, db.box, atol=0.5) and abs(da.score - db.score) < 1e-3
+    assert h.detect_frames.remote([]).result(timeout_s=30) == []
+
+
+def test_http_multipart_runs_images_together_and_refuses_bad_parts(served, vtest_path: Path) -> None:
+    url = served[3]
+    cap = cv2.VideoCapture(str(vtest_path))
+    jpegs = []
+    for _ in range(3):
+        ok, frame = cap.read()
+        assert ok
+        jpegs.append(cv2.imencode(".jpg", frame)[1].tobytes())
+    files = [(f"cam-{k}", (f"f{k}.jpg", j, "image/jpeg")) for k, j in enumerate(jpegs)]
+    r = httpx.post(url, files=files, timeout=60)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["batch_size"] == 3 and [im["name"] for im in body["images"]] == ["cam-0", "cam-1", "cam-2"]
+    single = httpx.post(url, content=jpegs[0], timeout=60).json()
+    assert [d["label"] for d in body["images"][0]["detections"]] == [d["label"] for d in single["detections"]]
+    bad = httpx.post(url, files=[*files[:1], ("cam-x", ("x.jpg", b"not an image", "image/jpeg"))], timeout=60)
+    assert bad.status_code == 400 and "cam-x" in bad.json()["error"]["detail"]
+    text = httpx.post(url, data={"note": "hello"}, files=files[:1], timeout=60)
+    assert text.status_code == 400 and "note" in text.json()["error"]["detail"]
+    torn = httpx.post(
+        url, content=b"--xx\r\nContent-Disposition: form-data", headers={"content-type": "multipart/form-data"}
+    )
+    assert torn.status_code == 400 and "boundary" in torn.json()["error"]["detail"], torn.text
 
 
 def test_http_detect_endpoint_and_bad_requests(served, vtest_path: Path) -> None:
