@@ -49,7 +49,17 @@ __all__ = [
 
 Loc = tuple[str | int, ...]
 
-CSV_COLUMNS: tuple[str, ...] = ("id", "url", "district", "purpose", "analytics_fps", "decode_mode", "loop")
+CSV_COLUMNS: tuple[str, ...] = (
+    "id",
+    "url",
+    "district",
+    "purpose",
+    "analytics_fps",
+    "decode_mode",
+    "loop",
+    "nominal_resolution",
+    "nominal_fps",
+)
 """Columns of a CSV camera inventory (any order; ``id`` and ``url`` are required)."""
 
 _CSV_REQUIRED = ("id", "url")
@@ -652,10 +662,11 @@ def load_cameras(path: Path) -> list[CameraConfig]:
     Two formats, chosen by suffix:
 
     * ``.csv``: a header row naming columns from :data:`CSV_COLUMNS`
-      (``id,url,district,purpose,analytics_fps,decode_mode,loop``, any order; ``id`` and ``url``
-      required), then one camera per row. An empty cell means the field's default. Blank lines and
-      lines starting with ``#`` are skipped. Zones cannot be written in CSV: cameras that need
-      analytics zones belong in a YAML inventory. Errors name the line where the row starts.
+      (``id,url,district,purpose,analytics_fps,decode_mode,loop,nominal_resolution,nominal_fps``,
+      any order; ``id`` and ``url`` required), then one camera per row. An empty cell means the
+      field's default. Blank lines and lines starting with ``#`` are skipped. Zones cannot be
+      written in CSV: cameras that need analytics zones belong in a YAML inventory. Errors name the
+      line where the row starts.
     * anything else is YAML: a list of camera mappings, or a mapping with a single ``cameras:`` list.
       Errors name the line of the offending field.
 

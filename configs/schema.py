@@ -41,6 +41,7 @@ BackpressurePolicy = Literal["drop_newest", "drop_oldest"]
 """What a shard does with a sampled frame when its detector queue is full (every drop is counted)."""
 
 Purpose = Literal["crowd", "traffic", "flood", "fire", "general"]
+Resolution = Literal["360p", "720p", "1080p", "4k"]
 
 
 class _Model(BaseModel):
@@ -73,6 +74,10 @@ class CameraConfig(_Model):
     decode_mode: DecodeMode = "sampled"
     loop: bool = Field(default=False, description="Replay a file source forever at its native frame rate.")
     rtsp_transport: Literal["tcp", "udp"] = "tcp"
+    nominal_resolution: Resolution = Field(
+        default="720p", description="What the camera sends, for placement cost (the stream's real size is measured)."
+    )
+    nominal_fps: float = Field(default=15.0, gt=0, le=120, description="What the camera sends, for placement cost.")
     motion_gate: bool = Field(
         default=False, description="Skip inference on frames that barely differ from the last analysed one."
     )
@@ -158,6 +163,11 @@ class DetectorConfig(_Model):
     num_replicas: int = Field(default=1, ge=1)
     num_cpus_per_replica: float = Field(default=0.5, gt=0)
     num_gpus_per_replica: float = Field(default=0.0, ge=0)
+    replica_resources: dict[str, float] = Field(
+        default_factory=dict,
+        description="Custom Ray resources each replica needs, e.g. {detector_node: 0.01} to keep replicas on GPU "
+        "worker groups.",
+    )
     intra_op_threads: int = Field(default=1, ge=1, description="onnxruntime threads per replica.")
     max_ongoing_requests: int = Field(default=32, ge=1)
     max_queued_requests: int = Field(default=64, ge=-1, description="-1: unbounded (not recommended).")
@@ -218,6 +228,23 @@ class ClusterConfig(_Model):
     namespace: str = "cctv"
     num_shards: int = Field(default=2, ge=1)
     shard_num_cpus: float = Field(default=0.5, gt=0)
+    shard_resources: dict[str, float] = Field(
+        default_factory=dict,
+        description="Custom Ray resources each decoder shard needs, e.g. {decode_node: 0.01} to keep shards on CPU "
+        "worker groups.",
+    )
+    shards_per_node: int | None = Field(
+        default=None,
+        ge=1,
+        description="Pin this many shards to every alive node offering shard_resources (num_shards is then "
+        "ignored): shards follow nodes as they join and leave.",
+    )
+    placement_epsilon: float = Field(
+        default=0.1, ge=0, le=1, description="A shard takes cameras while its cost is within (1 + this) x the mean."
+    )
+    shard_liveness_timeout_s: float = Field(
+        default=5.0, gt=0, description="A shard that does not answer for this long is replaced by the others."
+    )
     local_num_cpus: int | None = Field(default=None, ge=1, description="CPUs of a local Ray (None: all).")
     max_in_flight_per_shard: int = Field(default=4, ge=1, description="Detector requests in flight per shard.")
     queue_size_per_shard: int = Field(default=16, ge=1, description="Sampled frames waiting per shard.")
