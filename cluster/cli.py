@@ -4,6 +4,8 @@
   or ``--duration``; then everything stops in reverse and a summary is printed.
 * ``cctv footage prepare``: convert the demo footage to camera-like H.264 streams once.
 * ``cctv config check FILE``: validate a configuration and print every problem.
+* ``cctv cameras list|add|update|remove|transfer``: live camera changes through the control API.
+* ``cctv plan``: nodes, cores, GPUs and network for a camera estate, from the measured benchmarks.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+from cluster import cameras_cli, plan
 from cluster.provenance import provenance
 from configs.loader import ConfigError, load_config
 from configs.schema import AppConfig, CameraConfig
@@ -90,7 +93,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             decode_mode=args.decode_mode,
             urls=urls,
         )
-    cfg = cfg.model_copy(update={"cameras": []})
+    # Demo cameras are this run's inventory, as if the config had listed them.
+    cfg = cfg.model_copy(update={"cameras": cameras})
     try:
         return _run_job(args, cfg, cameras)
     finally:
@@ -124,12 +128,12 @@ def _run_job(args: argparse.Namespace, cfg: AppConfig, cameras: list[CameraConfi
     stopped_by = "duration"
     try:
         ep = runtime.start()
-        placement = runtime.add_cameras(cameras)
+        placement = runtime.assignment()
         t_start = time.time()
         until = "" if args.duration is None else f" or after {args.duration:.0f} s"
         print(
             "\ncctv-cluster is running\n"
-            f"  cameras          {len(placement)} on {cfg.cluster.num_shards} shards\n"
+            f"  cameras          {len(placement)} on {len(set(placement.values()))} shards\n"
             f"  control API      {ep.serve_url}/cameras  (OpenAPI: {ep.serve_url}/docs)\n"
             f"  metrics          Prometheus file_sd: {ep.prometheus_file_sd}\n"
             f"                   (each shard and detector replica serves /metrics on its own port;"
@@ -325,6 +329,9 @@ def build_parser() -> argparse.ArgumentParser:
     chk = csub.add_parser("check", help="validate a configuration file")
     chk.add_argument("file", type=Path)
     chk.set_defaults(func=cmd_config_check)
+
+    cameras_cli.add_parser(sub)
+    plan.add_parser(sub)
     return p
 
 

@@ -1,109 +1,535 @@
 """CameraController: the one writer of "which camera runs on which shard".
 
-A named Ray actor. It creates the decoder shards, assigns cameras to them with
-rendezvous hashing, applies live additions and removals, and answers status queries
-for the CLI and the control API (which reach it by name, not by import).
+A named Ray actor. It owns the decoder shards, places cameras on them by cost-weighted
+rendezvous hashing with bounded loads (:mod:`cluster.sharding`), applies live changes (add,
+remove, update, transfer), persists the inventory and assignment to S3
+(:mod:`cluster.control_state`), and answers status queries for the CLI and the control API
+(which reach it by name, not by import).
+
+Shards are detached named actors, so they outlive a controller restart: a restarted
+controller attaches to the shards that are still running, reads the stored state, and
+changes nothing that already runs where it should.
+
+Two ways to have shards:
+
+* ``cluster.num_shards`` fixed shards (``shard-000``...), spread over the nodes; Ray restarts a
+  crashed one (``max_restarts``), and the controller re-adds its cameras.
+* ``cluster.shards_per_node``: that many shards pinned to every alive node that offers the
+  ``shard_resources`` (e.g. the CPU worker group). A node that joins gets shards and the
+  cameras rebalance onto them; a node that is lost takes its shards with it and their cameras
+  go to the surviving shards. Their pre-roll buffers (seconds of compressed video in memory)
+  are the only loss, counted in ``cctv_controller_cameras_moved_total{reason="shard_lost"}``.
+
+A reconcile loop checks every shard each ``reconcile_interval_s``: a shard that does not
+answer for ``shard_liveness_timeout_s`` is fenced (killed, so a camera never runs twice) and
+its cameras placed elsewhere; a shard whose process changed (Ray restarted it) gets its
+cameras back.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
+import threading
+import time
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import ray
+from prometheus_client import CollectorRegistry, Counter, Gauge
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from actors.camera_state import CameraStatus
+from actors.camera_state import CameraState, CameraStatus
 from actors.shard import EventNotice, RemoteDecoderShard, ShardSettings, ShardStats
-from cluster.sharding import assign
+from cluster.control_state import (
+    ControlState,
+    ControlStateError,
+    ControlStateStore,
+    inventory_sha256,
+    merge_with_config,
+)
+from cluster.sharding import camera_cost, moved, place
 from configs.schema import CameraConfig
+from serve_apps.api.errors import DuplicateCameraError, UnknownCameraError
+from serve_apps.metrics_export import export_metrics
+from storage.clip_store import StorageError
 
 log = logging.getLogger(__name__)
 
 CONTROLLER_NAME = "cctv-controller"
+NODE_POLL_S = 5.0
+RECONCILE_INTERVAL_S = 1.0
+PING_TIMEOUT_S = 2.0
+# A shard that died, cannot be reached, or cannot be placed (its node is gone).
+SHARD_GONE = (ray.exceptions.RayActorError, ray.exceptions.ActorUnschedulableError)
+
+# The controller's own registry: it imports the shard modules but must not expose their idle series.
+CONTROL_REGISTRY = CollectorRegistry(auto_describe=True)
+RAY_NODES = Gauge(
+    "cctv_ray_nodes", "Ray nodes the cluster's GCS knows, by state (alive, dead).", ["state"], registry=CONTROL_REGISTRY
+)
+SHARDS_LIVE = Gauge(
+    "cctv_controller_shards", "Decoder shards, by liveness (live, lost).", ["state"], registry=CONTROL_REGISTRY
+)
+CAMERAS_MOVED = Counter(
+    "cctv_controller_cameras_moved_total",
+    "Cameras (re)started on another shard, by reason (shard_lost, shard_restarted, rebalance).",
+    ["reason"],
+    registry=CONTROL_REGISTRY,
+)
+STATE_SAVE_FAILURES = Counter(
+    "cctv_controller_state_save_failures_total",
+    "Failed writes of the camera inventory/assignment to S3 (retried on the next change or tick).",
+    registry=CONTROL_REGISTRY,
+)
+
+
+def count_nodes(nodes: Iterable[Mapping[str, object]]) -> dict[str, int]:
+    """Alive and dead node counts from ``ray.nodes()`` records."""
+    counts = {"alive": 0, "dead": 0}
+    for node in nodes:
+        counts["alive" if node.get("Alive") else "dead"] += 1
+    return counts
+
+
+@dataclass(slots=True)
+class ShardRef:
+    """One shard actor as the controller sees it."""
+
+    shard_id: str
+    actor: ray.actor.ActorHandle
+    node_id: str | None = None
+    incarnation: tuple[int, float] | None = None
+    last_seen_ts: float = 0.0
+    live: bool = True
 
 
 @dataclass(frozen=True, slots=True)
-class ShardRef:
-    shard_id: str
-    actor: ray.actor.ActorHandle
+class Reassignment:
+    """What one reconcile or change did (returned to callers and tests)."""
+
+    started: dict[str, str]
+    stopped: dict[str, str]
+    reason: str
 
 
 class CameraController:
     """Creates shards and owns the camera → shard assignment."""
 
-    def __init__(self, base: ShardSettings, num_shards: int) -> None:
+    def __init__(
+        self,
+        base: ShardSettings,
+        num_shards: int,
+        config_cameras: list[CameraConfig] | None = None,
+        reconcile_interval_s: float = RECONCILE_INTERVAL_S,
+    ) -> None:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         self._base = base
+        self._num_shards = num_shards
+        self._lock = threading.RLock()
         self._shards: dict[str, ShardRef] = {}
         self._cameras: dict[str, CameraConfig] = {}
         self._assignment: dict[str, str] = {}
-        for i in range(num_shards):
-            shard_id = f"shard-{i:03d}"
-            settings = dataclasses.replace(base, shard_id=shard_id)
-            actor = RemoteDecoderShard.options(
-                name=f"cctv-{shard_id}",
-                num_cpus=base.cluster.shard_num_cpus,
-                scheduling_strategy="SPREAD",
-            ).remote(settings)
-            self._shards[shard_id] = ShardRef(shard_id, actor)
-        ray.get([s.actor.ready.remote() for s in self._shards.values()])
+        self._pending: dict[str, ShardRef] = {}  # created, not yet answering
+        self._running: dict[str, str] = {}  # what the shards run, as far as the controller knows
+        self._state_dirty = False
+        self._stop = threading.Event()
+        self._metrics_stop = self._stop
+        self.metrics_address = export_metrics(
+            "controller",
+            "controller",
+            bind_host=base.metrics_bind_host,
+            namespace=base.namespace,
+            registry=CONTROL_REGISTRY,
+        )
+        threading.Thread(target=self._node_metrics_loop, name="node-metrics", daemon=True).start()
+
+        self._store = ControlStateStore(base.s3)
+        self._base_sha = inventory_sha256(config_cameras or [])
+        with self._lock:
+            self._sync_shards(wait_s=180.0)
+            for ref in self._shards.values():  # shards that survived a controller restart run cameras
+                for cid in self._call(ref, "camera_ids") or []:
+                    self._running[cid] = ref.shard_id
+            cameras, kept, why = merge_with_config(self._load_state(), config_cameras or [])
+            log.info("camera inventory: %s", why)
+            self._cameras = {c.id: c for c in cameras}
+            current = {**kept, **{c: s for c, s in self._running.items() if c in self._cameras}}
+            self._apply(self._place(current), "startup")
+            self._save_state()
+        self._reconciler = threading.Thread(
+            target=self._reconcile_loop, args=(reconcile_interval_s,), name="reconcile", daemon=True
+        )
+        self._reconciler.start()
+
+    # -- shards -------------------------------------------------------------------------
+
+    def _shard_options(self, shard_id: str, node_id: str | None) -> dict[str, object]:
+        cl = self._base.cluster
+        opts: dict[str, object] = {
+            "name": f"cctv-{shard_id}",
+            "namespace": self._base.namespace,
+            "num_cpus": cl.shard_num_cpus,
+            "lifetime": "detached",
+            "get_if_exists": True,
+        }
+        if cl.shard_resources:
+            opts["resources"] = dict(cl.shard_resources)
+        opts["scheduling_strategy"] = (
+            NodeAffinitySchedulingStrategy(node_id, soft=False) if node_id is not None else "SPREAD"
+        )
+        return opts
+
+    def _wanted_shards(self) -> dict[str, str | None]:
+        """shard id -> node id it is pinned to (None: anywhere)."""
+        per_node = self._base.cluster.shards_per_node
+        if per_node is None:
+            return {f"shard-{i:03d}": None for i in range(self._num_shards)}
+        need = self._base.cluster.shard_resources
+        wanted: dict[str, str | None] = {}
+        for node in ray.nodes():
+            res = node.get("Resources", {})
+            if not node.get("Alive") or res.get("CPU", 0) <= 0 or any(res.get(k, 0) < v for k, v in need.items()):
+                continue
+            nid = node["NodeID"]
+            for k in range(per_node):
+                wanted[f"shard-{nid[:8]}-{k}"] = nid
+        return wanted
+
+    def _sync_shards(self, wait_s: float = 0.0) -> bool:
+        """Create (or attach to) every wanted shard; True if a shard joined.
+
+        A new shard joins once it answers; one that is still starting (or waiting for
+        resources) is checked again on the next call, so no caller waits for it unless
+        ``wait_s`` says so (start-up waits for all of them).
+        """
+        joined = False
+        deadline = time.time() + wait_s
+        wanted = self._wanted_shards()
+        for shard_id in [s for s in self._pending if s not in wanted]:  # its node went away while it started
+            with contextlib.suppress(ValueError, ray.exceptions.RayError):
+                ray.kill(self._pending.pop(shard_id).actor, no_restart=True)
+        for shard_id, node_id in wanted.items():
+            if shard_id in self._shards or shard_id in self._pending:
+                continue
+            settings = dataclasses.replace(self._base, shard_id=shard_id)
+            actor = RemoteDecoderShard.options(**self._shard_options(shard_id, node_id)).remote(settings)
+            self._pending[shard_id] = ShardRef(shard_id, actor, node_id)
+        while self._pending:
+            for shard_id, ref in list(self._pending.items()):
+                try:
+                    inc = ray.get(ref.actor.incarnation.remote(), timeout=max(0.1, min(1.0, deadline - time.time())))
+                except ray.exceptions.GetTimeoutError:
+                    continue
+                except SHARD_GONE as exc:
+                    log.warning("shard %s failed to start (%s); retrying", shard_id, type(exc).__name__)
+                    del self._pending[shard_id]
+                    continue
+                del self._pending[shard_id]
+                ref.incarnation, ref.last_seen_ts = inc, time.time()
+                self._shards[shard_id] = ref
+                joined = True
+                log.info("shard %s up (node %s)", shard_id, (ref.node_id or "any")[:8])
+            if time.time() >= deadline:
+                break
+        return joined
+
+    def _call(self, ref: ShardRef, method: str, *args: object, timeout_s: float = PING_TIMEOUT_S) -> object | None:
+        """A shard method's answer, or None when the shard is dead or too slow."""
+        try:
+            return ray.get(getattr(ref.actor, method).remote(*args), timeout=timeout_s)
+        except (*SHARD_GONE, ray.exceptions.GetTimeoutError):
+            return None
+
+    def _live_ids(self) -> list[str]:
+        return sorted(sid for sid, ref in self._shards.items() if ref.live)
+
+    def _place(self, current: Mapping[str, str], *, rebalance: bool = False) -> dict[str, str]:
+        live = self._live_ids()
+        if not live:
+            return {}
+        costs = {cid: camera_cost(c) for cid, c in self._cameras.items()}
+        return place(costs, live, current, epsilon=self._base.cluster.placement_epsilon, rebalance=rebalance)
+
+    def _apply(self, target: dict[str, str], reason: str) -> Reassignment:
+        """Make the shards run ``target``: stop what runs in the wrong place, then start what is missing."""
+        stop: dict[str, list[str]] = {}
+        for cid, sid in self._running.items():
+            if target.get(cid) != sid:
+                stop.setdefault(sid, []).append(cid)
+        stopped: dict[str, str] = {}
+        for sid, ids in stop.items():
+            ref = self._shards.get(sid)
+            if ref is not None and ref.live:
+                self._call(ref, "remove_cameras", ids, timeout_s=60.0)
+            for cid in ids:
+                stopped[cid] = sid
+                self._running.pop(cid, None)
+        start: dict[str, list[CameraConfig]] = {}
+        for cid, sid in target.items():
+            if self._running.get(cid) != sid:
+                start.setdefault(sid, []).append(self._cameras[cid])
+        started: dict[str, str] = {}
+        for sid, cams in start.items():
+            ref = self._shards[sid]
+            if self._call(ref, "add_cameras", cams, timeout_s=60.0) is None:
+                log.warning("shard %s did not take %d cameras; retried on the next reconcile", sid, len(cams))
+                continue
+            for cam in cams:
+                self._running[cam.id] = sid
+                started[cam.id] = sid
+        self._assignment = dict(target)
+        if stopped or started:
+            self._state_dirty = True
+            log.info("%s: started %d cameras, stopped %d", reason, len(started), len(stopped))
+        return Reassignment(started, stopped, reason)
+
+    # -- persistence --------------------------------------------------------------------
+
+    def _load_state(self) -> ControlState | None:
+        try:
+            return self._store.load()
+        except (StorageError, ControlStateError) as exc:
+            log.error("stored camera state not usable (%s); starting from the config", exc)
+            return None
+
+    def _save_state(self) -> None:
+        try:
+            self._store.save(self._base_sha, list(self._cameras.values()), self._assignment)
+            self._state_dirty = False
+        except StorageError as exc:
+            STATE_SAVE_FAILURES.inc()
+            self._state_dirty = True
+            log.warning("could not save the camera state (%s); will retry", exc)
+
+    # -- reconcile ----------------------------------------------------------------------
+
+    def reconcile(self) -> Reassignment:
+        """Check every shard once and repair what changed (the loop calls this every interval)."""
+        with self._lock:
+            now = time.time()
+            lost: list[str] = []
+            restarted: list[str] = []
+            for ref in list(self._shards.values()):
+                if not ref.live:
+                    continue
+                inc = self._call(ref, "incarnation")
+                if inc is not None:
+                    if ref.incarnation is not None and inc != ref.incarnation:
+                        restarted.append(ref.shard_id)
+                    ref.incarnation, ref.last_seen_ts = inc, now  # type: ignore[assignment]
+                elif now - ref.last_seen_ts > self._base.cluster.shard_liveness_timeout_s:
+                    lost.append(ref.shard_id)
+            for sid in lost:
+                ref = self._shards[sid]
+                ref.live = False
+                # Fence: a shard we gave up on must not keep streaming its cameras.
+                with contextlib.suppress(ValueError, ray.exceptions.RayError):
+                    ray.kill(ref.actor, no_restart=True)
+                orphans = [c for c, s in self._running.items() if s == sid]
+                for cid in orphans:
+                    self._running.pop(cid)
+                CAMERAS_MOVED.labels("shard_lost").inc(len(orphans))
+                log.warning("shard %s lost with %d cameras; placing them on the live shards", sid, len(orphans))
+            for sid in restarted:
+                dropped = [c for c, s in self._running.items() if s == sid]
+                for cid in dropped:
+                    self._running.pop(cid)
+                CAMERAS_MOVED.labels("shard_restarted").inc(len(dropped))
+                log.warning("shard %s restarted by Ray; re-adding its %d cameras", sid, len(dropped))
+            for sid in [s for s, r in self._shards.items() if not r.live]:
+                del self._shards[sid]  # forgotten: a new actor under the same name may join later
+            joined = self._sync_shards()
+            target = self._place(self._assignment, rebalance=joined)
+            before = dict(self._assignment)
+            result = self._apply(target, "reconcile")
+            if joined:
+                CAMERAS_MOVED.labels("rebalance").inc(len(moved(before, target)))
+            SHARDS_LIVE.labels("live").set(len(self._live_ids()))
+            SHARDS_LIVE.labels("pending").set(len(self._pending))
+            if self._state_dirty:
+                self._save_state()
+            return result
+
+    def _reconcile_loop(self, interval_s: float) -> None:
+        while not self._stop.wait(interval_s):
+            try:
+                self.reconcile()
+            except (ray.exceptions.RayError, StorageError, OSError) as exc:
+                log.error("reconcile failed (%s: %s); retrying", type(exc).__name__, exc)
+
+    def _node_metrics_loop(self) -> None:
+        """Ray exports no node metric to our endpoints: count alive/dead nodes here for the NodeLost alert."""
+        while True:
+            try:
+                for state, n in count_nodes(ray.nodes()).items():
+                    RAY_NODES.labels(state).set(n)
+            except Exception as exc:  # a GCS hiccup must not end the loop
+                log.warning("could not list Ray nodes: %s", exc)
+            if self._metrics_stop.wait(NODE_POLL_S):
+                return
+
+    # -- camera changes -----------------------------------------------------------------
 
     def shard_ids(self) -> list[str]:
-        return sorted(self._shards)
+        with self._lock:
+            return self._live_ids()
 
-    def add_cameras(self, cameras: list[CameraConfig]) -> dict[str, str]:
-        """Assign and start cameras; returns camera id → shard id of those added."""
-        new = [c for c in cameras if c.id not in self._cameras]
-        placement = assign([c.id for c in new], self.shard_ids())
-        by_shard: dict[str, list[CameraConfig]] = {}
-        for cam in new:
-            by_shard.setdefault(placement[cam.id], []).append(cam)
-        ray.get([self._shards[sid].actor.add_cameras.remote(cams) for sid, cams in by_shard.items()])
-        for cam in new:
-            self._cameras[cam.id] = cam
-            self._assignment[cam.id] = placement[cam.id]
-        return placement
+    def add_cameras(self, cameras: list[CameraConfig], *, strict: bool = False) -> dict[str, str]:
+        """Place and start new cameras; returns camera id → shard id of those added.
+
+        Raises:
+            DuplicateCameraError: ``strict`` and an id is already in the inventory.
+        """
+        with self._lock:
+            dupes = [c.id for c in cameras if c.id in self._cameras]
+            if strict and dupes:
+                raise DuplicateCameraError(f"cameras already exist: {dupes}")
+            new = [c for c in cameras if c.id not in self._cameras]
+            for cam in new:
+                self._cameras[cam.id] = cam
+            result = self._apply(self._place(self._assignment), "add")
+            self._save_state()
+            return {c.id: result.started.get(c.id, self._assignment.get(c.id, "")) for c in new}
 
     def remove_cameras(self, camera_ids: list[str]) -> list[str]:
-        by_shard: dict[str, list[str]] = {}
-        for cid in camera_ids:
-            if cid in self._assignment:
-                by_shard.setdefault(self._assignment[cid], []).append(cid)
-        removed: list[str] = []
-        for ids in ray.get([self._shards[sid].actor.remove_cameras.remote(ids) for sid, ids in by_shard.items()]):
-            removed.extend(ids)
-        for cid in removed:
-            self._cameras.pop(cid, None)
-            self._assignment.pop(cid, None)
-        return removed
+        """Stop and forget cameras; returns the ids that were in the inventory."""
+        with self._lock:
+            removed = [cid for cid in camera_ids if self._cameras.pop(cid, None) is not None]
+            self._apply(self._place(self._assignment), "remove")
+            self._save_state()
+            return removed
+
+    def update_camera(self, camera: CameraConfig) -> str:
+        """Replace one camera's configuration; only that camera restarts. Returns its shard.
+
+        Raises:
+            UnknownCameraError: no camera with that id.
+        """
+        with self._lock:
+            if camera.id not in self._cameras:
+                raise UnknownCameraError(camera.id)
+            if self._cameras[camera.id] == camera:
+                return self._assignment.get(camera.id, "")
+            shard = self._running.pop(camera.id, None)
+            ref = self._shards.get(shard) if shard is not None else None
+            if ref is not None and ref.live:
+                self._call(ref, "remove_cameras", [camera.id], timeout_s=60.0)
+            self._cameras[camera.id] = camera
+            self._apply(self._place(self._assignment), "update")
+            self._save_state()
+            return self._assignment.get(camera.id, "")
+
+    def transfer_camera(self, camera_id: str, district: str) -> CameraConfig:
+        """Move a camera to another district (its labels and API answers change; it stays on its shard)."""
+        with self._lock:
+            cam = self._cameras.get(camera_id)
+            if cam is None:
+                raise UnknownCameraError(camera_id)
+            new = CameraConfig.model_validate({**cam.model_dump(), "district": district})
+        self.update_camera(new)
+        return new
+
+    def rebalance(self) -> Reassignment:
+        """Move cameras off shards above the load bound (also done when shards join)."""
+        with self._lock:
+            before = dict(self._assignment)
+            target = self._place(self._assignment, rebalance=True)
+            result = self._apply(target, "rebalance")
+            CAMERAS_MOVED.labels("rebalance").inc(len(moved(before, target)))
+            self._save_state()
+            return result
+
+    # -- queries ------------------------------------------------------------------------
 
     def assignment(self) -> dict[str, str]:
-        return dict(self._assignment)
+        with self._lock:
+            return dict(self._assignment)
+
+    def cameras(self) -> list[CameraConfig]:
+        with self._lock:
+            return sorted(self._cameras.values(), key=lambda c: c.id)
+
+    def camera(self, camera_id: str) -> CameraConfig:
+        with self._lock:
+            if camera_id not in self._cameras:
+                raise UnknownCameraError(camera_id)
+            return self._cameras[camera_id]
+
+    def _gather(self, method: str, *args: object) -> list[object]:
+        """One answer per live shard that answered (a lost shard is skipped, not an error)."""
+        with self._lock:
+            refs = [r for r in self._shards.values() if r.live]
+        out = []
+        for ref in refs:
+            part = self._call(ref, method, *args, timeout_s=10.0)
+            if part is not None:
+                out.append(part)
+        return out
 
     def status(self) -> list[CameraStatus]:
-        out: list[CameraStatus] = []
-        for part in ray.get([s.actor.status.remote() for s in self._shards.values()]):
-            out.extend(part)
+        out: list[CameraStatus] = [s for part in self._gather("status") for s in part]  # type: ignore[attr-defined]
+        seen = {s.camera_id for s in out}
+        with self._lock:
+            waiting = [c for cid, c in self._cameras.items() if cid not in seen]
+            where = dict(self._assignment)
+        now = time.time()
+        for cam in waiting:  # in the inventory but on no answering shard (being placed, or its shard lost)
+            out.append(_waiting_status(cam, where.get(cam.id, ""), now))
         return sorted(out, key=lambda s: s.camera_id)
 
     def stats(self) -> list[ShardStats]:
-        return ray.get([s.actor.stats.remote() for s in self._shards.values()])
+        return self._gather("stats")  # type: ignore[return-value]
 
     def events(self, since_ts: float = 0.0) -> list[EventNotice]:
-        out: list[EventNotice] = []
-        for part in ray.get([s.actor.recent_events.remote(since_ts) for s in self._shards.values()]):
-            out.extend(part)
+        out: list[EventNotice] = [e for part in self._gather("recent_events", since_ts) for e in part]  # type: ignore[attr-defined]
         return sorted(out, key=lambda e: e.received_ts)
 
     def stop(self, drain_timeout_s: float = 60.0) -> list[ShardStats]:
         """Stop every shard (each finishes its clips and drains its upload spool)."""
-        refs = [s.actor.stop.remote(drain_timeout_s) for s in self._shards.values()]
-        stats = ray.get(refs)
-        for s in self._shards.values():
-            ray.kill(s.actor, no_restart=True)
-        self._shards.clear()
-        return stats
+        self._stop.set()
+        with self._lock:
+            if self._state_dirty:
+                self._save_state()
+            refs = [(s, s.actor.stop.remote(drain_timeout_s)) for s in self._shards.values() if s.live]
+            stats: list[ShardStats] = []
+            for shard, ref in refs:
+                try:
+                    stats.append(ray.get(ref, timeout=drain_timeout_s + 30))
+                except (*SHARD_GONE, ray.exceptions.GetTimeoutError) as exc:
+                    log.warning("shard %s did not stop cleanly: %s", shard.shard_id, type(exc).__name__)
+            for s in self._shards.values():
+                with contextlib.suppress(ValueError, ray.exceptions.RayError):
+                    ray.kill(s.actor, no_restart=True)
+            self._shards.clear()
+            return stats
 
 
-RemoteCameraController = ray.remote(num_cpus=0, max_concurrency=4)(CameraController)
+def _waiting_status(cam: CameraConfig, shard: str, now: float) -> CameraStatus:
+    return CameraStatus(
+        camera_id=cam.id,
+        district=cam.district,
+        shard=shard,
+        state=CameraState.CONNECTING,
+        reason="waiting for a shard",
+        since_ts=now,
+        last_packet_ts=None,
+        packets=0,
+        keyframes=0,
+        frames_decoded=0,
+        frames_sampled=0,
+        frames_static=0,
+        decode_errors=0,
+        decoder="",
+        frames_dropped=0,
+        detections_received=0,
+        reconnects=0,
+        events_opened=0,
+        width=None,
+        height=None,
+        codec=None,
+    )
+
+
+RemoteCameraController = ray.remote(num_cpus=0, max_concurrency=8, max_restarts=3)(CameraController)

@@ -9,7 +9,6 @@ first, and keeps going if one step fails so nothing is left running.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import os
@@ -22,8 +21,9 @@ from pathlib import Path
 import ray
 from ray import serve
 
-from actors.shard import ShardSettings, ShardStats
-from cluster.controller import CONTROLLER_NAME, RemoteCameraController
+from actors.shard import ShardStats
+from cluster.controller import CONTROLLER_NAME
+from cluster.deploy import DeployError, ensure_controller, external_s3, model_registry
 from cluster.models import seed_registry
 from configs.schema import AppConfig, CameraConfig
 from serve_apps.api.app import API_APP, build_api_app
@@ -112,36 +112,18 @@ class Runtime:
         serve.start(http_options={"host": cfg.cluster.serve_http_host, "port": cfg.cluster.serve_http_port})
         if started_ray:
             self._push("serve", serve.shutdown)  # undone after the apps: Serve's controller and proxies
-        model_registry = self._model_registry(s3, state)
+        models = self._model_registry(s3, state)
         for det in cfg.all_detectors():
-            app = build_detector_app(det, ns, cfg.metrics.bind_host, model_registry, state / "model-cache")
+            app = build_detector_app(det, ns, cfg.metrics.bind_host, models, state / "model-cache")
             serve.run(app, name=det.app_name, route_prefix=detector_route(det))
             self._push(f"detector app {det.app_name}", lambda name=det.app_name: serve.delete(name))
         serve.run(build_api_app(CONTROLLER_NAME, ns), name=API_APP, route_prefix="/")
         self._push("api app", lambda: serve.delete(API_APP))
 
-        base = ShardSettings(
-            shard_id="",
-            namespace=ns,
-            cluster=cfg.cluster,
-            ingest=cfg.ingest,
-            recorder=cfg.recorder,
-            detector=cfg.detector,
-            purpose_detectors=dict(cfg.purpose_detectors),
-            s3=s3,
-            spool_max_bytes=cfg.storage.spool_max_bytes,
-            state_dir=state,
-            metrics_bind_host=cfg.metrics.bind_host,
-        )
-        controller = RemoteCameraController.options(name=CONTROLLER_NAME, namespace=ns).remote(
-            base, cfg.cluster.num_shards
-        )
+        controller = ensure_controller(cfg, s3, state)
         ray.get(controller.shard_ids.remote())
         self.controller = controller
         self._push("controller", self._stop_controller)
-
-        if cfg.cameras:
-            self.add_cameras(list(cfg.cameras))
 
         sd_path = state / "prometheus" / "targets.json"
         sd_thread = threading.Thread(target=self._write_file_sd, args=(registry, sd_path), daemon=True)
@@ -163,6 +145,11 @@ class Runtime:
         assert self.controller is not None, "runtime not started"
         return ray.get(self.controller.add_cameras.remote(cameras))
 
+    def assignment(self) -> dict[str, str]:
+        """Camera id → shard id, as the controller placed them."""
+        assert self.controller is not None, "runtime not started"
+        return ray.get(self.controller.assignment.remote())
+
     def _start_object_store(self, state: Path) -> S3Access:
         st = self.cfg.storage
         if st.endpoint is None:
@@ -171,17 +158,14 @@ class Runtime:
             self._push("embedded S3", s3.stop)
             return S3Access(s3.endpoint, s3.access_key, s3.secret_key, st.bucket)
         try:
-            access, secret = os.environ[st.access_key_env], os.environ[st.secret_key_env]
-        except KeyError as exc:
-            raise StartupError(
-                f"storage.endpoint is {st.endpoint!r} but environment variable {exc.args[0]} is not set"
-            ) from None
-        return S3Access(st.endpoint, access, secret, st.bucket, secure=st.secure, region=st.region)
+            return external_s3(self.cfg)
+        except DeployError as exc:
+            raise StartupError(str(exc)) from None
 
     def _model_registry(self, s3: S3Access, state: Path) -> S3Access:
         """The ``models`` bucket beside the clips; seeded from models_dir with any version it lacks."""
         bucket = self.cfg.storage.models_bucket
-        registry = dataclasses.replace(s3, bucket=bucket)
+        registry = model_registry(self.cfg, s3)
         store = ModelStore(
             s3.endpoint,
             s3.access_key,

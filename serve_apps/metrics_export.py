@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass
 
 import ray
-from prometheus_client import start_http_server
+from prometheus_client import REGISTRY, CollectorRegistry, start_http_server
 
 log = logging.getLogger(__name__)
 
@@ -44,9 +44,9 @@ def node_ip() -> str:
         return "127.0.0.1"
 
 
-def start_metrics_server(bind_host: str = "0.0.0.0", port: int = 0) -> int:
-    """Serve this process's default registry over HTTP; returns the bound port."""
-    server, _thread = start_http_server(port, addr=bind_host)
+def start_metrics_server(bind_host: str = "0.0.0.0", port: int = 0, registry: CollectorRegistry = REGISTRY) -> int:
+    """Serve ``registry`` (default: this process's default registry) over HTTP; returns the bound port."""
+    server, _thread = start_http_server(port, addr=bind_host, registry=registry)
     return int(server.server_address[1])
 
 
@@ -67,13 +67,22 @@ class MetricsTargets:
         return sorted(self._targets.values(), key=lambda t: (t.job, t.instance))
 
 
-def export_metrics(job: str, instance: str, *, bind_host: str = "0.0.0.0", namespace: str | None = None) -> str:
+def export_metrics(
+    job: str,
+    instance: str,
+    *,
+    bind_host: str = "0.0.0.0",
+    namespace: str | None = None,
+    registry: CollectorRegistry = REGISTRY,
+) -> str:
     """Start this process's exporter and register it; returns host:port.
 
     Registration is best effort: without a registry actor (e.g. a model runner used
-    outside the cluster) the endpoint still serves.
+    outside the cluster) the endpoint still serves. A process that imports the data-plane
+    modules without running them (the controller) passes its own ``registry`` so that it
+    does not expose their idle, unlabelled series.
     """
-    port = start_metrics_server(bind_host)
+    port = start_metrics_server(bind_host, registry=registry)
     host = bind_host if bind_host not in ("0.0.0.0", "::", "") else node_ip()
     address = f"{host}:{port}"
     try:

@@ -1,0 +1,103 @@
+"""``cctv cameras ...``: live camera changes through the control API of a running cluster.
+
+The CLI talks HTTP to the Serve control API (as control-centre software does), so it works
+from any machine that reaches the API, with no Ray client. Camera files are validated here
+first (file:line errors, nothing sent when one camera is wrong).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from configs.loader import ConfigError, load_cameras
+
+DEFAULT_API = "http://127.0.0.1:8000"
+
+
+def _fail(resp: httpx.Response, what: str) -> int:
+    try:
+        detail: Any = resp.json().get("detail", resp.text)
+    except ValueError:
+        detail = resp.text
+    print(f"{what}: HTTP {resp.status_code}: {detail}", file=sys.stderr)
+    return 1
+
+
+def cmd_cameras(args: argparse.Namespace) -> int:
+    api = args.api.rstrip("/")
+    try:
+        with httpx.Client(base_url=api, timeout=args.timeout_s) as client:
+            return _dispatch(args, client)
+    except httpx.TransportError as exc:
+        print(f"control API at {api} unreachable: {exc}", file=sys.stderr)
+        return 3
+
+
+def _dispatch(args: argparse.Namespace, client: httpx.Client) -> int:
+    cmd = args.cameras_command
+    if cmd == "list":
+        r = client.get("/cameras")
+        if r.status_code != 200:
+            return _fail(r, "list")
+        rows = r.json()
+        if args.json:
+            print(json.dumps(rows, indent=2))
+        else:
+            for s in rows:
+                print(f"{s['camera_id']:<28} {s['district']:<14} {s['shard']:<18} {s['state']:<12} {s['reason']}")
+        return 0
+    if cmd in ("add", "update"):
+        try:
+            cameras = load_cameras(args.file)
+        except ConfigError as exc:
+            print(exc, file=sys.stderr)
+            return 2
+        rc = 0
+        for cam in cameras:
+            body = cam.model_dump(mode="json")
+            r = client.post("/cameras", json=body) if cmd == "add" else client.put(f"/cameras/{cam.id}", json=body)
+            if r.status_code not in (200, 201):
+                rc = _fail(r, f"{cmd} {cam.id}")
+                continue
+            print(f"{cmd}: {cam.id} on {r.json().get('shard')}")
+        return rc
+    if cmd == "remove":
+        rc = 0
+        for cid in args.ids:
+            r = client.delete(f"/cameras/{cid}")
+            if r.status_code != 204:
+                rc = _fail(r, f"remove {cid}")
+            else:
+                print(f"removed: {cid}")
+        return rc
+    if cmd == "transfer":
+        r = client.post(f"/cameras/{args.id}/transfer", json={"district": args.district})
+        if r.status_code != 200:
+            return _fail(r, f"transfer {args.id}")
+        print(f"transferred: {args.id} -> {r.json()['camera']['district']}")
+        return 0
+    raise AssertionError(f"unknown cameras command {cmd!r}")
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    cp = sub.add_parser("cameras", help="live camera changes through the control API")
+    cp.add_argument("--api", default=DEFAULT_API, help=f"control API base URL (default {DEFAULT_API})")
+    cp.add_argument("--timeout-s", type=float, default=60.0)
+    csub = cp.add_subparsers(dest="cameras_command", required=True)
+    lst = csub.add_parser("list", help="cameras with state, shard and reason")
+    lst.add_argument("--json", action="store_true")
+    for name, text in (("add", "add the cameras of a YAML/CSV file"), ("update", "replace cameras' configuration")):
+        c = csub.add_parser(name, help=text)
+        c.add_argument("file", type=Path, help="YAML list or CSV inventory (as cameras_file in a config)")
+    rm = csub.add_parser("remove", help="stop and forget cameras")
+    rm.add_argument("ids", nargs="+")
+    tr = csub.add_parser("transfer", help="move a camera to another district")
+    tr.add_argument("id")
+    tr.add_argument("--district", required=True)
+    cp.set_defaults(func=cmd_cameras)

@@ -1,0 +1,136 @@
+"""Node loss and return on a real multi-node Ray (``ray.cluster_utils.Cluster``: head + 2 workers).
+
+60 RTSP cameras from the simulator, ``shards_per_node: 2`` on the two worker nodes (they offer the
+``decode_node`` resource; the head runs Serve and the controller). Removing a worker: every camera
+it ran streams again on the survivor within 30 s. Adding a worker back: the controller gives it
+shards and rebalances; only about the new node's fair share of cameras moves (≤ 1.3x).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import ray
+from ray.cluster_utils import Cluster
+
+from actors.camera_state import CameraState
+from cluster.footage import prepare_stream
+from cluster.rtsp_sim import RtspSimulator, system_ready
+from cluster.runtime import Runtime
+from configs.schema import AppConfig, CameraConfig, ClusterConfig, DetectorConfig, IngestConfig
+from serve_apps.metrics_export import free_port
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
+
+N_CAMERAS = 60
+NS = "cctv-multinode-test"
+WORKER = {"num_cpus": 2, "resources": {"decode_node": 100}}
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory, vtest_path: Path, models_dir: Path) -> Iterator[tuple]:
+    from tests.conftest import CACHE_DIR
+
+    ok, why = system_ready()
+    assert ok, f"RTSP simulator cannot run here: {why}"
+    stream = prepare_stream(vtest_path, CACHE_DIR / "streams", gop_s=1.0)
+    state = tmp_path_factory.mktemp("multinode")
+    sim = RtspSimulator({"vtest": stream}, cameras=N_CAMERAS, log_path=state / "sim.log")
+    sim.start()
+    c = Cluster(
+        initialize_head=True,
+        head_node_args={
+            "num_cpus": 2,
+            "_system_config": {"health_check_period_ms": 1000, "health_check_failure_threshold": 3},
+        },
+    )
+    workers = [c.add_node(**WORKER) for _ in range(2)]
+    c.wait_for_nodes()
+    cams = [
+        CameraConfig(id=f"cam-{i:02d}", url=url, decode_mode="keyframe", analytics_fps=0.2, nominal_resolution="360p")
+        for i, url in enumerate(sim.camera_urls(), start=1)
+    ]
+    cfg = AppConfig(
+        state_dir=state,
+        cluster=ClusterConfig(
+            ray_address=c.address,
+            namespace=NS,
+            shards_per_node=2,
+            shard_num_cpus=0.5,
+            shard_resources={"decode_node": 1},
+            shard_liveness_timeout_s=3.0,
+            serve_http_port=free_port(),
+        ),
+        detector=DetectorConfig(models_dir=models_dir, max_batch_size=8, num_cpus_per_replica=0.5),
+        ingest=IngestConfig(open_timeout_s=5, stall_timeout_s=4, reconnect_initial_s=0.5, reconnect_max_s=2),
+        cameras=cams,
+    )
+    rt = Runtime(cfg, include_dashboard=False)
+    try:
+        with rt:
+            yield c, workers, rt
+    finally:
+        sim.stop()
+        c.shutdown()
+
+
+def _status(rt: Runtime) -> dict:
+    return {s.camera_id: s for s in ray.get(rt.controller.status.remote(), timeout=60)}  # type: ignore[union-attr]
+
+
+def _all_streaming_since(rt: Runtime, ids: list[str], t0: float, timeout_s: float) -> float | None:
+    """Seconds after t0 at which every camera in ids received a packet after t0, or None."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        st = _status(rt)
+        if all(st[c].state is CameraState.STREAMING and (st[c].last_packet_ts or 0) > t0 for c in ids):
+            return time.time() - t0
+        time.sleep(0.5)
+    return None
+
+
+def _node_of_shard(shard_id: str, nodes: list) -> str:
+    return next(n.node_id for n in nodes if shard_id.startswith(f"shard-{n.node_id[:8]}"))
+
+
+def test_node_loss_reassigns_within_30_s_and_a_returning_node_takes_its_share(cluster: tuple) -> None:
+    c, workers, rt = cluster
+    ctl = rt.controller
+    ids = [f"cam-{i:02d}" for i in range(1, N_CAMERAS + 1)]
+    assert _all_streaming_since(rt, ids, time.time() - 3600, 120) is not None, _status(rt)
+    assignment = ray.get(ctl.assignment.remote())  # type: ignore[union-attr]
+    per_node: dict[str, list[str]] = {}
+    for cid, sid in assignment.items():
+        per_node.setdefault(_node_of_shard(sid, workers), []).append(cid)
+    assert set(per_node) == {w.node_id for w in workers}, per_node.keys()  # cameras on both workers
+    assert min(len(v) for v in per_node.values()) >= N_CAMERAS // 3
+
+    lost, survivor = workers
+    on_lost = per_node[lost.node_id]
+    t_kill = time.time()
+    c.remove_node(lost)
+    took_s = _all_streaming_since(rt, on_lost, t_kill, 30)
+    assert took_s is not None, {cid: (s.state, s.reason, s.shard) for cid, s in _status(rt).items() if cid in on_lost}
+    after_loss = ray.get(ctl.assignment.remote())  # type: ignore[union-attr]
+    assert all(sid.startswith(f"shard-{survivor.node_id[:8]}") for sid in after_loss.values())
+    assert {c_ for c_ in ids if after_loss[c_] != assignment[c_]} == set(on_lost)  # only the lost node's moved
+    print(f"\n{len(on_lost)} cameras of the lost node streaming again after {took_s:.1f} s")
+
+    back = c.add_node(**WORKER)
+    deadline = time.monotonic() + 120
+    moved: set[str] = set()
+    while time.monotonic() < deadline:
+        now = ray.get(ctl.assignment.remote())  # type: ignore[union-attr]
+        moved = {c_ for c_ in ids if now[c_] != after_loss[c_]}
+        if moved and all(now[c_].startswith(f"shard-{back.node_id[:8]}") for c_ in moved):
+            break
+        time.sleep(1)
+    fair_share = N_CAMERAS / 2
+    assert moved, "no camera moved to the returning node"
+    assert all(now[c_].startswith(f"shard-{back.node_id[:8]}") for c_ in moved)  # only onto the new node
+    assert len(moved) <= 1.3 * fair_share, len(moved)
+    assert _all_streaming_since(rt, sorted(moved), time.time(), 60) is not None
+    print(f"rebalanced {len(moved)} cameras onto the returning node (fair share {fair_share:.0f})")
