@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 
 export RAY_USAGE_STATS_ENABLED ?= 0
 
-.PHONY: run test lint venv system-deps footage bench clean
+.PHONY: run test lint rules-check venv system-deps footage bench clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -43,7 +43,12 @@ run: venv footage
 lint: venv
 	$(VENV)/bin/ruff check .
 
-test: venv system-deps footage lint
+# Alerting rules: syntax (promtool check) and their unit tests (promtool test), docs/METRICS.md.
+rules-check: system-deps
+	promtool check rules configs/prometheus/alerts.yml
+	promtool test rules configs/prometheus/alerts_test.yml
+
+test: venv system-deps footage lint rules-check
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 clean:

@@ -1,12 +1,16 @@
 """Prometheus metrics of the data plane (decoder shards).
 
 Cardinality is designed for a city: per-camera series exist only for a few gauges
-(up, last-packet age, state); counters and histograms are per shard.
+(up, last-packet age, analytics fps and its target); counters and histograms are per shard.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
+
 from prometheus_client import Counter, Gauge, Histogram
+
+from actors.camera_state import CameraState, CameraStatus
 
 LATENCY_BUCKETS_S = (0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
 
@@ -58,3 +62,64 @@ CAMERA_AGE = Gauge(
 )
 DECODE_ERRORS = Counter("cctv_decode_errors_total", "Packets the decoder rejected as corrupt.", ["shard"])
 RECONNECTS = Counter("cctv_camera_reconnects_total", "Stream reconnect attempts.", ["shard"])
+CAMERA_FPS = Gauge(
+    "cctv_camera_analytics_fps",
+    "Frames per second the camera's analytics received (sampled minus dropped) over the last export interval.",
+    ["camera", "district"],
+)
+CAMERA_FPS_TARGET = Gauge(
+    "cctv_camera_analytics_fps_target", "The camera's configured analytics_fps.", ["camera", "district"]
+)
+QUEUE_CAPACITY = Gauge("cctv_shard_queue_capacity", "Slots of the shard's detector queue.", ["shard"])
+SHARD_START_TIME = Gauge(
+    "cctv_shard_start_time_seconds",
+    "Unix time this shard actor process started; a change means Ray restarted the shard.",
+    ["shard"],
+)
+
+PER_CAMERA_GAUGES = (CAMERA_UP, CAMERA_AGE, CAMERA_FPS, CAMERA_FPS_TARGET)
+"""The only metrics with a ``camera`` label: series grow as 4 per camera, nothing else does."""
+
+
+class CameraSeries:
+    """Publishes the per-camera gauges of one shard from its cameras' status records.
+
+    Pure bookkeeping (no Ray, no I/O) so that a test can feed it a city's worth of cameras.
+    The analytics rate is the change of ``frames_sampled - frames_dropped`` between two
+    calls; a camera missing from a later call (removed, or moved to another shard) has its
+    series removed, so a camera's series live on exactly one shard.
+    """
+
+    def __init__(self) -> None:
+        self._prev: dict[str, tuple[float, int]] = {}
+        self._labels: dict[str, str] = {}
+
+    def export(self, statuses: Iterable[CameraStatus], fps_targets: Mapping[str, float], now: float) -> None:
+        """Set up/age/fps/target for every camera in ``statuses``; drop series of cameras gone since last call.
+
+        Args:
+            statuses: one record per camera the shard owns.
+            fps_targets: camera id → configured ``analytics_fps``.
+            now: wall-clock time of this export (seconds since the epoch).
+        """
+        seen: dict[str, str] = {}
+        for s in statuses:
+            cid, district = s.camera_id, s.district
+            seen[cid] = district
+            CAMERA_UP.labels(cid, district).set(1.0 if s.state is CameraState.STREAMING else 0.0)
+            if s.last_packet_ts is not None:
+                CAMERA_AGE.labels(cid, district).set(max(now - s.last_packet_ts, 0.0))
+            analysed = s.frames_sampled - s.frames_dropped
+            prev = self._prev.get(cid)
+            if prev is not None and now > prev[0]:
+                CAMERA_FPS.labels(cid, district).set(max(analysed - prev[1], 0) / (now - prev[0]))
+            self._prev[cid] = (now, analysed)
+            if cid in fps_targets:
+                CAMERA_FPS_TARGET.labels(cid, district).set(fps_targets[cid])
+        for cid, district in self._labels.items():
+            if seen.get(cid) != district:
+                for gauge in PER_CAMERA_GAUGES:
+                    gauge.remove(cid, district)
+                if cid not in seen:
+                    self._prev.pop(cid, None)
+        self._labels = seen

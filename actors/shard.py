@@ -156,6 +156,7 @@ class DecoderShard:
             w.start()
         self._metrics_thread = threading.Thread(target=self._metrics_loop, name="metrics", daemon=True)
         self._last_counts: dict[str, tuple[int, ...]] = {}
+        self._camera_series = m.CameraSeries()
         self._metrics_thread.start()
         log.info("shard %s up, metrics at %s", self.shard_id, self.metrics_address)
 
@@ -338,7 +339,7 @@ class DecoderShard:
                 camera_id=f.camera_id,
                 frame_seq=f.frame_seq,
                 capture_ts=f.capture_ts,
-                letterboxed=letterbox(f.image, det.input_size),
+                letterboxed=letterbox(f.image, det.serve_input_size),
             )
             for f in frames
         ]
@@ -420,6 +421,9 @@ class DecoderShard:
     # -- metrics ---------------------------------------------------------------------------
 
     def _metrics_loop(self) -> None:
+        # Constant for the life of this process: a new start time is how alerts see a Ray restart.
+        m.SHARD_START_TIME.labels(self.shard_id).set(self._started_ts)
+        m.QUEUE_CAPACITY.labels(self.shard_id).set(self.s.cluster.queue_size_per_shard)
         while not self._stop.wait(1.0):
             self._sync_metrics()
 
@@ -442,14 +446,15 @@ class DecoderShard:
         shard = self.shard_id
         now = time.time()
         by_state: dict[str, int] = {s.value: 0 for s in CameraState}
+        statuses: list[CameraStatus] = []
+        fps_targets: dict[str, float] = {}
         for cid, cam in list(self._cams.items()):
             self._flush_counters(cid, cam)
-            st = cam.stream
-            state = st.status().state
-            by_state[state.value] += 1
-            m.CAMERA_UP.labels(cid, cam.cfg.district).set(1.0 if state is CameraState.STREAMING else 0.0)
-            if st.last_packet_ts is not None:
-                m.CAMERA_AGE.labels(cid, cam.cfg.district).set(now - st.last_packet_ts)
+            status = cam.stream.status()
+            by_state[status.state.value] += 1
+            statuses.append(status)
+            fps_targets[cid] = cam.cfg.analytics_fps
+        self._camera_series.export(statuses, fps_targets, now)
         for state, n in by_state.items():
             m.CAMERAS.labels(shard, state).set(n)
         m.QUEUE_DEPTH.labels(shard).set(len(self._queue))

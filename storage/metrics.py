@@ -29,6 +29,9 @@ CLIP_UPLOAD_SECONDS = Histogram(
 
 SPOOL_ITEMS = Gauge("cctv_spool_items", "Clips waiting in the local upload spool.")
 SPOOL_BYTES = Gauge("cctv_spool_bytes", "Bytes on disk in the local upload spool.")
+SPOOL_CAPACITY_BYTES = Gauge(
+    "cctv_spool_capacity_bytes", "Byte budget of the local upload spool (beyond it the oldest clips are dropped)."
+)
 SPOOL_OLDEST_AGE_SECONDS = Gauge(
     "cctv_spool_oldest_age_seconds",
     "Age of the oldest clip waiting in the upload spool (0 when empty).",

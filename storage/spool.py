@@ -194,6 +194,7 @@ class UploadSpool:
 
     def _refresh_gauges(self) -> None:
         metrics.SPOOL_ITEMS.set(len(self._items))
+        metrics.SPOOL_CAPACITY_BYTES.set(self.max_bytes)
         metrics.SPOOL_BYTES.set(self._bytes)
         metrics.SPOOL_OLDEST_AGE_SECONDS.set(self._oldest_age_locked())
 
