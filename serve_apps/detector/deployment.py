@@ -101,6 +101,8 @@ def load_model(cfg: DetectorConfig, version: str | None, registry: S3Access | No
         "score_threshold": cfg.score_threshold,
         "nms_iou_threshold": cfg.nms_iou_threshold,
     }
+    if cfg.run_input_size is not None:
+        kw["input_size"] = cfg.run_input_size
     if cfg.backend == "onnxruntime":
         kw["intra_op_threads"] = cfg.intra_op_threads
     else:
@@ -125,9 +127,9 @@ def load_model(cfg: DetectorConfig, version: str | None, registry: S3Access | No
         kw["class_names"] = manifest.classes
         runner = detector_from_file(cfg.backend, path, **kw)
         model_id = manifest.ref
-    if runner.input_size != cfg.input_size:
+    if runner.exported_input_size != cfg.input_size:
         raise ModelLoadError(
-            f"model {cfg.model_name}@{version or 'local'} takes {runner.input_size}px input, "
+            f"model {cfg.model_name}@{version or 'local'} takes {runner.exported_input_size}px input, "
             f"config says {cfg.input_size}"
         )
     return LoadedModel(runner, model_id)
@@ -262,9 +264,8 @@ class Detector:
         if frame is None:
             return _error(400, "body is not a decodable image (JPEG or PNG expected)")
         camera = request.query_params.get("camera", "http")
-        req = DetectRequest(
-            camera_id=camera, frame_seq=0, capture_ts=time.time(), letterboxed=letterbox(frame, self.cfg.input_size)
-        )
+        boxed = letterbox(frame, self.cfg.serve_input_size)
+        req = DetectRequest(camera_id=camera, frame_seq=0, capture_ts=time.time(), letterboxed=boxed)
         result: DetectResult = await self.detect(req)
         return JSONResponse(
             {
@@ -292,7 +293,7 @@ class Detector:
         await form.close()
         if not parts:
             return _error(400, "multipart body has no image part")
-        size = self.cfg.input_size
+        size = self.cfg.serve_input_size
 
         def decode() -> list[tuple[str, np.ndarray | None]]:
             return [(name, cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)) for name, data in parts]
@@ -352,7 +353,7 @@ def _in_serve() -> bool:
 
 def detector_route(cfg: DetectorConfig) -> str:
     """HTTP route of a detector app."""
-    return f"/detect/{cfg.model_name}"
+    return f"/detect/{cfg.name or cfg.model_name}"
 
 
 def build_detector_app(
@@ -375,6 +376,8 @@ def build_detector_app(
     options: dict[str, Any] = {"num_cpus": cfg.num_cpus_per_replica}
     if cfg.num_gpus_per_replica > 0:
         options["num_gpus"] = cfg.num_gpus_per_replica
+    if cfg.replica_resources:
+        options["resources"] = dict(cfg.replica_resources)
     scaling: dict[str, Any]
     if cfg.autoscaling is not None:
         a = cfg.autoscaling
@@ -398,6 +401,7 @@ def build_detector_app(
         health_check_period_s=10,
         health_check_timeout_s=30,
         user_config={"model_version": model_version or cfg.model_version},
+        max_replicas_per_node=cfg.max_replicas_per_node,
         **scaling,
     )
     return dep.bind(cfg, namespace, metrics_bind_host, registry, str(cache_dir or "/tmp/cctv-models"))

@@ -250,7 +250,13 @@ class DetectorBase:
 
     @property
     def input_size(self) -> int:
+        """Square side the model runs at (the exported size unless another was asked for)."""
         return self._input_size
+
+    @property
+    def exported_input_size(self) -> int:
+        """Square side the model file declares."""
+        return self._exported_input_size
 
     @property
     def num_classes(self) -> int:

@@ -507,5 +507,17 @@ def test_two_configs_for_one_detector_are_refused(tmp_path: Path) -> None:
         "app.yaml",
         "purpose_detectors:\n  crowd:\n    model_name: yolox_nano\n    max_batch_size: 2\n",
     )
-    with pytest.raises(ConfigError, match="two different configurations for detector 'yolox_nano'"):
+    with pytest.raises(ConfigError, match="two different configurations for detector app 'detector-yolox_nano'"):
         load_config(path, env={})
+    # Named apart, one model runs twice (here at two sizes): two Serve apps, two routes.
+    path = write(
+        tmp_path,
+        "two.yaml",
+        "purpose_detectors:\n  crowd:\n    model_name: yolox_nano\n    name: yolox_nano_800\n    run_input_size: 800\n",
+    )
+    cfg = load_config(path, env={})
+    assert [d.app_name for d in cfg.all_detectors()] == ["detector-yolox_nano", "detector-yolox_nano_800"]
+    assert cfg.purpose_detectors["crowd"].serve_input_size == 800 and cfg.detector.serve_input_size == 416
+    bad = write(tmp_path, "bad.yaml", "detector:\n  run_input_size: 801\n")
+    with pytest.raises(ConfigError, match="run_input_size"):
+        load_config(bad, env={})

@@ -429,3 +429,24 @@ def test_messages_are_frozen_and_survive_pickling(yolox: OnnxDetector, real_fram
         result.batch_size = 2  # type: ignore[misc]
     with pytest.raises(ValueError, match=r"\(10, 12, 3\)"):
         Letterboxed(np.zeros((10, 12, 3), np.uint8), 1.0, 0.0, 0.0, 12, 10)
+
+
+def test_load_model_runs_at_the_configured_size_and_checks_the_exported_one(models_dir: Path, vtest_path: Path) -> None:
+    import tempfile
+
+    import cv2
+
+    from configs.schema import DetectorConfig
+    from serve_apps.detector.deployment import load_model
+    from serve_apps.detector.onnx_runner import ModelLoadError
+
+    cache = Path(tempfile.gettempdir())
+    big = load_model(DetectorConfig(models_dir=models_dir, run_input_size=640), None, None, cache).runner
+    assert (big.input_size, big.exported_input_size) == (640, 416)
+    cap = cv2.VideoCapture(str(vtest_path))
+    ok, frame = cap.read()
+    assert ok
+    people = [d for d in big.detect([letterbox(frame, 640)])[0] if d.label == "person"]
+    assert people and all(0 <= d.box[0] < d.box[2] <= frame.shape[1] for d in people)
+    with pytest.raises(ModelLoadError, match="takes 416px input, config says 320"):
+        load_model(DetectorConfig(models_dir=models_dir, input_size=320), None, None, cache)
