@@ -2,6 +2,8 @@
 
 * crowd counts: hand-labelled frames (tests/data/crowd_labels.json) of ../shared/data clips and
   vtest.avi — mean absolute error of the detector's person counts (whole frame and a zone);
+* crowd events: the crowd and crowd-density rules on those clips and 80 hand-counted vtest.avi frames at 1 fps
+  (tests/data/crowd_events.json) — event-level precision/recall/F1 per event type and level, per detector variant;
 * fire and smoke: event-level precision/recall/F1 on fire_closeup.mp4 and wildfire_drone.mp4
   (positives) and the pedestrian/traffic clips (negatives), played at the analytics rate;
 * water level: rendered underpass scenes with a known level per frame, decoded keyframe-only —
@@ -22,7 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks import eval_crowd, eval_fire, eval_tracking, eval_water  # noqa: E402
+from benchmarks import eval_crowd, eval_crowd_events, eval_fire, eval_tracking, eval_water  # noqa: E402
 from cluster.provenance import provenance  # noqa: E402
 
 TARGETS = {"event_recall_min": 0.9, "event_precision_min": 0.9, "water_mae_cm_max": 2.0}
@@ -39,6 +41,13 @@ def main() -> int:
     sections = {
         "crowd_counts": lambda: eval_crowd.evaluate(
             ROOT / "tests" / "data" / "crowd_labels.json", clips, vtest, args.shared / "models"
+        ),
+        "crowd_events": lambda: eval_crowd_events.evaluate(
+            ROOT / "tests" / "data" / "crowd_events.json",
+            ROOT / "tests" / "data" / "crowd_labels.json",
+            clips,
+            vtest,
+            args.shared / "models",
         ),
         "fire_smoke": lambda: eval_fire.evaluate(clips, vtest),
         "water_level": lambda: eval_water.evaluate(),
