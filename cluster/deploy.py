@@ -82,17 +82,17 @@ def ensure_controller(cfg: AppConfig, s3: S3Access, state_dir: Path) -> ray.acto
     ).remote(shard_settings(cfg, s3, state_dir), cfg.cluster.num_shards, list(cfg.cameras))
 
 
-def detector_for(cfg: AppConfig, model_name: str) -> DetectorConfig:
-    """The configured detector serving ``model_name``.
+def detector_for(cfg: AppConfig, name: str) -> DetectorConfig:
+    """The configured detector called ``name`` (its ``name``, or its ``model_name`` when unnamed).
 
     Raises:
-        DeployError: no detector of the config serves that model.
+        DeployError: no detector of the config has that name.
     """
     for det in cfg.all_detectors():
-        if det.model_name == model_name:
+        if (det.name or det.model_name) == name:
             return det
-    names = sorted({d.model_name for d in cfg.all_detectors()})
-    raise DeployError(f"no detector for model {model_name!r} in the config (it has {names})")
+    names = sorted(d.name or d.model_name for d in cfg.all_detectors())
+    raise DeployError(f"no detector {name!r} in the config (it has {names})")
 
 
 def _profile(args: Mapping[str, str]) -> AppConfig:
@@ -103,11 +103,11 @@ def _profile(args: Mapping[str, str]) -> AppConfig:
 
 
 def detector_app(args: Mapping[str, str], env: Mapping[str, str] = os.environ) -> serve.Application:
-    """The detector application for ``args['model_name']`` of the profile at ``args['config_path']``."""
+    """The detector application ``args['detector']`` (a detector's name) of the profile at ``args['config_path']``."""
     cfg = _profile(args)
-    if "model_name" not in args:
-        raise DeployError("detector app builder args need 'model_name'")
-    det = detector_for(cfg, args["model_name"])
+    if "detector" not in args:
+        raise DeployError("detector app builder args need 'detector' (a detector's name, e.g. yolox_nano)")
+    det = detector_for(cfg, args["detector"])
     s3 = external_s3(cfg, env)
     return build_detector_app(
         det, cfg.cluster.namespace, cfg.metrics.bind_host, model_registry(cfg, s3), cfg.state_dir / "model-cache"
@@ -123,7 +123,7 @@ def api_app(args: Mapping[str, str], env: Mapping[str, str] = os.environ) -> ser
 
 
 def detector_app_builder(args: dict[str, str]) -> serve.Application:
-    """Serve ``import_path`` of a detector app in a RayService: ``args`` = ``{config_path, model_name}``."""
+    """Serve ``import_path`` of a detector app in a RayService: ``args`` = ``{config_path, detector}``."""
     return detector_app(args)
 
 

@@ -17,14 +17,15 @@ ENV = {"CCTV_S3_ACCESS_KEY": "ak", "CCTV_S3_SECRET_KEY": "sk"}
 def test_detector_builder_binds_the_profiles_detector() -> None:
     cfg = load_config(PROFILE, env={})
     for det in cfg.all_detectors():
-        app = detector_app({"config_path": str(PROFILE), "model_name": det.model_name}, env=ENV)
+        app = detector_app({"config_path": str(PROFILE), "detector": det.name or det.model_name}, env=ENV)
         assert isinstance(app, serve.Application)
-    with pytest.raises(DeployError, match=r"no detector for model 'yolov99'.*yolox_nano"):
-        detector_app({"config_path": str(PROFILE), "model_name": "yolov99"}, env=ENV)
-    with pytest.raises(DeployError, match="model_name"):
+    assert {d.app_name for d in cfg.all_detectors()} == {"detector-yolox_nano", "detector-yolox_nano_800"}
+    with pytest.raises(DeployError, match=r"no detector 'yolov99'.*yolox_nano"):
+        detector_app({"config_path": str(PROFILE), "detector": "yolov99"}, env=ENV)
+    with pytest.raises(DeployError, match="'detector'"):
         detector_app({"config_path": str(PROFILE)}, env=ENV)
     with pytest.raises(DeployError, match="config_path"):
-        detector_app({"model_name": "yolox_nano"}, env=ENV)
+        detector_app({"detector": "yolox_nano"}, env=ENV)
 
 
 def test_s3_keys_come_from_the_environment_and_are_required() -> None:
@@ -37,3 +38,4 @@ def test_s3_keys_come_from_the_environment_and_are_required() -> None:
     with pytest.raises(DeployError, match="external S3"):
         external_s3(local, ENV)
     assert detector_for(cfg, cfg.detector.model_name) is cfg.detector
+    assert detector_for(cfg, "yolox_nano_800").run_input_size == 800

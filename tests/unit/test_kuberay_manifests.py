@@ -26,6 +26,7 @@ import yaml
 
 from configs.loader import load_config
 from configs.schema import AppConfig
+from serve_apps.detector.deployment import detector_route
 
 ROOT = Path(__file__).resolve().parents[2]
 SHARED = Path(os.environ.get("CCTV_SHARED_DIR", ROOT.parent / "shared")).resolve()
@@ -250,13 +251,13 @@ def test_serve_config_is_a_valid_serve_deploy_schema(serve_config) -> None:
 
 def test_serve_apps_match_the_profile(serve_config, profile: AppConfig, rayservice) -> None:
     apps = {a["name"]: a for a in serve_config["applications"]}
-    expected = {d.app_name: f"/detect/{d.model_name}" for d in profile.all_detectors()} | {"api": "/"}
+    expected = {d.app_name: detector_route(d) for d in profile.all_detectors()} | {"api": "/"}
     assert {n: a["route_prefix"] for n, a in apps.items()} == expected
     assert serve_config["http_options"]["port"] == profile.cluster.serve_http_port
     for app in apps.values():
         assert Path(app["args"]["config_path"]).name == PROFILE.name
         if app["name"] != "api":
-            assert app["args"]["model_name"] in {d.model_name for d in profile.all_detectors()}
+            assert app["args"]["detector"] in {d.name or d.model_name for d in profile.all_detectors()}
     # Every pod mounts the profile where the builders read it.
     mount_dirs = {str(Path(a["args"]["config_path"]).parent) for a in apps.values()}
     for c in containers(rayservice["spec"]["rayClusterConfig"]):
