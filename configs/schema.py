@@ -221,6 +221,22 @@ class StorageConfig(_Model):
     upload_retry_max_s: float = Field(default=30.0, gt=0, description="Cap of the upload retry backoff.")
 
 
+class ApiConfig(_Model):
+    """The control API: who may call it (bearer tokens with roles) and what it hands out."""
+
+    tokens_env: str = Field(
+        default="CCTV_API_TOKENS",
+        description="Environment variable holding 'token:role' pairs separated by commas "
+        "(roles: viewer, operator, admin). Tokens are never written in config files.",
+    )
+    auth_required: bool = Field(
+        default=True, description="False only for a local demo: every caller is then an admin (logged at start)."
+    )
+    export_url_expiry_s: int = Field(default=3600, ge=60, le=7 * 24 * 3600, description="Presigned export URLs.")
+    max_export_s: float = Field(default=1800.0, gt=0, description="Longest emergency export window.")
+    events_page_max: int = Field(default=500, ge=1, le=10_000)
+
+
 class RecorderConfig(_Model):
     """Event clips: compressed pre-roll kept per camera, post-roll recorded after the event."""
 
@@ -306,6 +322,7 @@ class AppConfig(_Model):
     recorder: RecorderConfig = Field(default_factory=RecorderConfig)
     ingest: IngestConfig = Field(default_factory=IngestConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    api: ApiConfig = Field(default_factory=ApiConfig)
     cameras: list[CameraConfig] = Field(default_factory=list)
 
     def detector_for(self, purpose: Purpose) -> DetectorConfig:
