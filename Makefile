@@ -51,5 +51,14 @@ rules-check: system-deps
 test: venv system-deps footage lint rules-check
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# The benchmarks on this machine (about 15 minutes; results and plots in benchmarks/results/),
+# then the README's performance list regenerated from them and printed.
+bench: venv footage
+	$(PY) benchmarks/ingest.py --quick
+	$(PY) benchmarks/inference.py --quick
+	$(PY) benchmarks/e2e.py --resolution 360p --counts 16 32 48 64 80 --baseline-counts 8 16 24 32
+	@if [ -f benchmarks/api.py ]; then $(PY) benchmarks/api.py; fi
+	$(PY) benchmarks/report.py
+
 clean:
 	rm -rf state .pytest_cache .ruff_cache

@@ -14,7 +14,8 @@ The model, per camera (``c`` cameras, source ``fps``, analytics ``a`` fps):
   per-packet overhead derived from the paced check in the same file
   (``realtime_validation``: ``1/validated - 1/derived`` at the file's packet rate), times ``fps``.
 * **inference** images/s = ``c * a * (1 - motion_skip_frac)``; CPU images/s per core from
-  ``inference.json`` (best ``serve_handle`` point / ``settings.replica_num_cpus``); GPU images/s
+  ``inference.json`` (best ``serve_handle_list`` point — the shards' list calls — else
+  ``serve_handle``, / ``settings.replica_num_cpus``); GPU images/s
   only from a GPU result file or an explicit, labelled ``--gpu-images-per-s``.
 * **network**: camera streams in (``c * bitrate``; bitrate is an assumption unless given), and
   letterboxed uint8 frames shard → detector (``inference.json settings.letterboxed_bytes``).
@@ -318,11 +319,14 @@ def _decode_figures(ingest: _Doc, req: PlanRequest, figs: list[Figure], assume: 
 
 
 def _cpu_inference(inference: _Doc, figs: list[Figure]) -> tuple[float, float]:
-    series = inference.get("results.serve_handle")
+    # The shards' path: lists of frames per handle call (older result files: single-frame calls).
+    results = inference.get("results")
+    name = "serve_handle_list" if "serve_handle_list" in results else "serve_handle"
+    series = results[name]
     best_batch = max(series, key=lambda b: series[b]["images_per_s"])
     served = inference.figure(
-        f"CPU detector images/s behind a Serve handle (best, batch {best_batch})",
-        f"results.serve_handle.{best_batch}.images_per_s",
+        f"CPU detector images/s behind a Serve handle ({name}, best, batch {best_batch})",
+        f"results.{name}.{best_batch}.images_per_s",
         "images/s",
         str(inference.get("model")) + ", " + str(inference.get("backend")),
     )
