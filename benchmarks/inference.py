@@ -12,7 +12,12 @@ YOLOX-Nano at 416 px on onnxruntime (CPU), at batch sizes 1, 2, 4, 8, 16, 32 and
   replica formed (``DetectResult.batch_size``) are recorded.
 * ``serve_http``: as ``serve_handle``, but B concurrent httpx clients POST the frames as JPEG
   to ``/detect/<model>``; the replica decodes and letterboxes each (that cost is in this path).
-* ``serve_handle_fill``, ``serve_http_fill``: the same with ``batch_wait_timeout_s =
+* ``serve_handle_list``: the shards' path. 2 closed-loop callers (a shard's detector workers)
+  each send lists of B frames in one ``detect_frames`` call; the replica runs a list in one
+  forward pass, so Serve's per-call cost is paid once per B frames.
+* ``serve_http_list``: the same over HTTP: 2 clients POST multipart bodies of B JPEGs to
+  ``/detect/<model>``; its fair baseline is ``raw_jpeg``.
+* ``serve_handle_fill``, ``serve_http_fill``: the same as ``serve_handle``/``serve_http`` with ``batch_wait_timeout_s =
   --fill-wait-s`` (0.5) so a batch waits until B requests are there; ``serve_handle_fill_2x``
   with 2B callers, so the next full batch is queued while one runs.
 
@@ -99,7 +104,17 @@ VTEST = REPO / ".cache" / "footage" / "vtest.avi"
 FULL_BATCHES = (1, 2, 4, 8, 16, 32, 64)
 QUICK_BATCHES = (1, 8, 32)
 RATIO_TARGET = 0.85
-SERVE_SERIES = ("serve_handle", "serve_http", "serve_handle_fill", "serve_handle_fill_2x", "serve_http_fill")
+LIST_CALLERS = 2
+SERVE_SERIES = (
+    "serve_handle",
+    "serve_http",
+    "serve_handle_list",
+    "serve_http_list",
+    "serve_handle_fill",
+    "serve_handle_fill_2x",
+    "serve_http_fill",
+)
+JPEG_SERIES = ("serve_http", "serve_http_list", "serve_http_fill")
 SERIES = ("raw", "raw_jpeg", *SERVE_SERIES)
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -207,11 +222,13 @@ class Point:
     loadavg_before: list[float] | None = None
     loadavg_after: list[float] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    images_per_call: int = 1
 
     def to_json(self) -> dict[str, Any]:
         lat = sorted(self.latencies_ms)
         out: dict[str, Any] = {
             "callers": self.callers,
+            "images_per_call": self.images_per_call,
             "images": self.images,
             "wall_s": round(self.wall_s, 3),
             "images_per_s": round(self.images_per_s, 2),
@@ -222,13 +239,15 @@ class Point:
             **self.extra,
         }
         if self.batch_sizes:
-            # Each batch's forward time is carried by all its requests: inference_ms / batch_size summed
-            # over requests is the replica's compute time for those batches, 1 / batch_size the batch count.
-            batches = sum(1.0 / b for b in self.batch_sizes)
-            compute_ms = sum(i / b for i, b in zip(self.inference_ms, self.batch_sizes, strict=True))
+            # Each batch's forward time is carried by all its requests: a request of k images in a batch of
+            # b carries k / b of it, so summing (k / b) x inference_ms over requests gives the replica's
+            # compute time for those batches, and summing k / b the batch count.
+            k = self.images_per_call
+            batches = sum(k / b for b in self.batch_sizes)
+            compute_ms = sum(i * k / b for i, b in zip(self.inference_ms, self.batch_sizes, strict=True))
             out.update(
                 {
-                    "batch_size_mean_per_batch": round(len(self.batch_sizes) / batches, 2),
+                    "batch_size_mean_per_batch": round(len(self.batch_sizes) * k / batches, 2),
                     "batch_size_mean_per_request": round(statistics.fmean(self.batch_sizes), 2),
                     "batch_size_min": min(self.batch_sizes),
                     "batch_size_max": max(self.batch_sizes),
@@ -272,6 +291,7 @@ def pool_points(points: list[Point]) -> Point:
         cores=cores,
         loadavg_before=first.loadavg_before,
         loadavg_after=points[-1].loadavg_after,
+        images_per_call=first.images_per_call,
         extra={
             "rounds": len(points),
             "round_images_per_s": [round(p.images_per_s, 2) for p in points],
@@ -331,15 +351,18 @@ async def measure_closed_loop(
     warmup_s: float,
     duration_s: float,
     min_answers: int,
+    images_per_call: int = 1,
 ) -> Point:
     """``callers`` coroutines, each with one request in flight; ``call(caller, i)`` -> (batch_size, inference_ms).
+
+    A call carries ``images_per_call`` images (1, or B for the list series); rates count images.
 
     A request counts when it was sent after the warm-up. Throughput is exact per caller
     (its counted requests over the span from its first counted send to its last answer) and
     summed over callers; every caller stops once ``duration_s`` has passed and each has
     ``min_answers`` counted answers.
     """
-    point = Point(series, batch, callers=callers)
+    point = Point(series, batch, callers=callers, images_per_call=images_per_call)
     loop_t0 = time.perf_counter()
     t_measure = loop_t0 + warmup_s
     stop = asyncio.Event()
@@ -384,9 +407,9 @@ async def measure_closed_loop(
     walls: list[float] = []
     for first, last, n in spans:
         if n > 0 and last > first:
-            rate += n / (last - first)
+            rate += n * images_per_call / (last - first)
             walls.append(last - first)
-    point.images = sum(n for _, _, n in spans)
+    point.images = sum(n for _, _, n in spans) * images_per_call
     point.wall_s = statistics.fmean(walls) if walls else 0.0
     point.images_per_s = rate
     return point
@@ -533,6 +556,37 @@ async def handle_point(series: str, batch: int, callers: int, handle: Any, w: Wo
     return await measure_closed_loop(series, batch, callers, call, w.warmup_s, w.duration_s, w.min_answers)
 
 
+async def handle_list_point(series: str, batch: int, handle: Any, w: Workload) -> Point:
+    n = len(w.reqs)
+
+    async def call(j: int, i: int) -> tuple[int, float]:
+        first = (j + i * LIST_CALLERS) * batch
+        res: list[DetectResult] = await handle.detect_frames.remote([w.reqs[(first + k) % n] for k in range(batch)])
+        return res[0].batch_size, res[0].inference_ms
+
+    return await measure_closed_loop(
+        series, batch, LIST_CALLERS, call, w.warmup_s, w.duration_s, w.min_answers, images_per_call=batch
+    )
+
+
+async def http_list_point(series: str, batch: int, route: str, w: Workload) -> Point:
+    n = len(w.jpegs)
+    url = w.base_url + route
+    async with httpx.AsyncClient(timeout=httpx.Timeout(300.0)) as client:
+
+        async def call(j: int, i: int) -> tuple[int, float]:
+            first = (j + i * LIST_CALLERS) * batch
+            files = [(f"cam{k}", (f"{k}.jpg", w.jpegs[(first + k) % n], "image/jpeg")) for k in range(batch)]
+            r = await client.post(url, files=files)
+            r.raise_for_status()
+            body = r.json()
+            return int(body["batch_size"]), float(body["inference_ms"])
+
+        return await measure_closed_loop(
+            series, batch, LIST_CALLERS, call, w.warmup_s, w.duration_s, w.min_answers, images_per_call=batch
+        )
+
+
 async def http_point(series: str, batch: int, route: str, w: Workload) -> Point:
     n = len(w.jpegs)
     url = w.base_url + route
@@ -641,6 +695,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 ),
                 "serve_handle": partial(_sync, handle_point, "serve_handle", batch, batch, handle, w),
                 "serve_http": partial(_sync, http_point, "serve_http", batch, route, w),
+                "serve_handle_list": partial(_sync, handle_list_point, "serve_handle_list", batch, handle, w),
+                "serve_http_list": partial(_sync, http_list_point, "serve_http_list", batch, route, w),
                 "serve_handle_fill": partial(_sync, handle_point, "serve_handle_fill", batch, batch, handle_fill, w),
                 "serve_handle_fill_2x": partial(
                     _sync, handle_point, "serve_handle_fill_2x", batch, 2 * batch, handle_fill, w
@@ -701,6 +757,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "serve_handle": "DeploymentHandle.detect.remote, B closed-loop callers, max_batch_size=B, "
             "batch_wait_timeout_s small",
             "serve_http": "httpx AsyncClient POSTing JPEGs to the route, B concurrent; replica decodes; small wait",
+            "serve_handle_list": f"DeploymentHandle.detect_frames.remote(list of B frames), {LIST_CALLERS} closed-loop "
+            "callers (a shard's workers); one forward pass per list",
+            "serve_http_list": f"httpx POSTing multipart bodies of B JPEGs, {LIST_CALLERS} concurrent clients; "
+            "replica decodes; one forward pass per body",
             "serve_handle_fill": "as serve_handle with batch_wait_timeout_s = fill wait (batch closes at B)",
             "serve_handle_fill_2x": "as serve_handle_fill with 2B callers (next batch queued while one runs)",
             "serve_http_fill": "as serve_http with the fill wait",
@@ -734,7 +794,7 @@ def _ratios(results: dict[str, dict[str, Any]], batches: tuple[int, ...]) -> dic
             row[f"{s}_over_raw_per_round"] = [
                 round(x / y, 3) for x, y in zip(rounds(s, b), rounds("raw", b), strict=True)
             ]
-        for s in ("serve_http", "serve_http_fill"):
+        for s in JPEG_SERIES:
             row[f"{s}_over_raw_jpeg"] = round(ips(s, b) / ips("raw_jpeg", b), 3)
         per_batch[str(b)] = row
     best_raw = max(batches, key=lambda b: ips("raw", b))
@@ -782,6 +842,7 @@ def print_summary(record: dict[str, Any]) -> None:
     )
     for title, series in (
         (f"batch_wait_timeout_s = {s['batch_wait_timeout_s']}", ("serve_handle", "serve_http")),
+        (f"lists of B frames per call, {LIST_CALLERS} callers", ("serve_handle_list", "serve_http_list")),
         (
             f"batch_wait_timeout_s = {s['fill_batch_wait_timeout_s']} (fill)",
             ("serve_handle_fill", "serve_handle_fill_2x", "serve_http_fill"),
@@ -824,6 +885,8 @@ def plot(record: dict[str, Any], path: Path) -> None:
         "raw_jpeg": ("raw + JPEG decode/letterbox", "0.55", "--", "o"),
         "serve_handle": ("Serve handle, B callers", "tab:blue", "-", "s"),
         "serve_http": ("Serve HTTP JPEG, B clients", "tab:orange", "-", "^"),
+        "serve_handle_list": ("Serve handle, lists of B, 2 callers", "tab:purple", "-", "P"),
+        "serve_http_list": ("Serve HTTP multipart of B, 2 clients", "tab:brown", "-", "X"),
         "serve_handle_fill": ("Serve handle, fill wait", "tab:green", "-", "s"),
         "serve_handle_fill_2x": ("Serve handle, fill wait, 2B callers", "tab:green", ":", "D"),
         "serve_http_fill": ("Serve HTTP, fill wait", "tab:red", "-", "^"),
