@@ -165,7 +165,12 @@ def product_sweep(args: argparse.Namespace, stream: Path, urls: list[str], state
     cfg = AppConfig(
         state_dir=state,
         cluster=ClusterConfig(
-            num_shards=2, shard_num_cpus=0.5, local_num_cpus=4, serve_http_port=free_port(), queue_size_per_shard=64
+            num_shards=2,
+            shard_num_cpus=0.5,
+            local_num_cpus=4,
+            serve_http_port=free_port(),
+            queue_size_per_shard=64,
+            max_in_flight_per_shard=args.in_flight,
         ),
         detector=DetectorConfig(
             models_dir=args.models_dir, max_batch_size=32, num_cpus_per_replica=1, intra_op_threads=args.threads
@@ -349,6 +354,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--models-dir", type=Path, default=REPO.parent / "shared" / "models")
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
     ap.add_argument("--skip-baseline", action="store_true")
+    ap.add_argument(
+        "--in-flight", type=int, default=4, help="product: detector calls in flight per shard (the config default)"
+    )
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("ray").setLevel(logging.WARNING)
@@ -388,6 +396,7 @@ def main(argv: list[str] | None = None) -> int:
             "measure_s": args.measure_s,
             "onnxruntime_threads": args.threads,
             "product": "2 shards keyframe decode, 1 detector replica (max_batch_size 32), lists per call",
+            "product_in_flight_per_shard": args.in_flight,
             "baseline": "cv2.VideoCapture thread per camera decoding every frame; detector behind a lock",
         },
         "product": [asdict(p) for p in product],
