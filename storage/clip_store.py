@@ -210,17 +210,62 @@ class ClipStore:
         except urllib3.exceptions.HTTPError as exc:
             raise StorageUnavailableError(f"{what}: endpoint {self.endpoint} unreachable: {exc}") from exc
 
-    def ensure_bucket(self) -> None:
-        """Create the bucket unless it exists (safe to call concurrently from several processes)."""
+    def ensure_bucket(self, *, object_lock: bool = False) -> None:
+        """Create the bucket unless it exists (safe to call concurrently from several processes).
+
+        Args:
+            object_lock: create it with S3 object lock enabled (which also turns versioning on).
+                Object lock can only be chosen at creation, so an existing bucket without it is
+                an error rather than silently unprotected.
+
+        Raises:
+            StorageError: the store refused; or ``object_lock`` and the existing bucket has no
+                object-lock configuration.
+        """
         with self.translate_errors("create"):
-            if self._client.bucket_exists(self.bucket):
-                return
+            if not self._client.bucket_exists(self.bucket):
+                try:
+                    self._client.make_bucket(self.bucket, object_lock=object_lock)
+                    logger.info(
+                        "created bucket %s at %s%s",
+                        self.bucket,
+                        self.endpoint,
+                        " with object lock" if object_lock else "",
+                    )
+                except S3Error as exc:
+                    if exc.code not in {"BucketAlreadyOwnedByYou", "BucketAlreadyExists"}:
+                        raise
+        if object_lock and not self.object_lock_enabled():
+            raise StorageError(
+                f"bucket {self.bucket!r} at {self.endpoint} exists without object lock: evidence needs a bucket "
+                "created with object lock enabled (choose another storage.evidence_bucket)"
+            )
+
+    def object_lock_enabled(self) -> bool:
+        """True when the bucket has an object-lock configuration."""
+        try:
+            with self.translate_errors("GET object-lock config"):
+                self._client.get_object_lock_config(self.bucket)
+        except StorageError as exc:
+            if exc.code in {"ObjectLockConfigurationNotFoundError", "ObjectLockConfigurationNotFound"}:
+                return False
+            raise
+        return True
+
+    def hash_object(self, key: str, version_id: str | None = None) -> tuple[str, int]:
+        """(SHA-256 hex, size) of the stored bytes of ``key``, streamed in 1 MiB chunks."""
+        digest = hashlib.sha256()
+        size = 0
+        with self.translate_errors("GET", key):
+            response = self._client.get_object(self.bucket, key, version_id=version_id)
             try:
-                self._client.make_bucket(self.bucket)
-                logger.info("created bucket %s at %s", self.bucket, self.endpoint)
-            except S3Error as exc:
-                if exc.code not in {"BucketAlreadyOwnedByYou", "BucketAlreadyExists"}:
-                    raise
+                for chunk in response.stream(_HASH_CHUNK_BYTES):
+                    digest.update(chunk)
+                    size += len(chunk)
+            finally:
+                response.close()
+                response.release_conn()
+        return digest.hexdigest(), size
 
     def put_clip(self, local_path: Path, sidecar: ClipSidecar) -> None:
         """Upload the MP4 then its sidecar under ``sidecar.object_key`` (overwrites: idempotent).

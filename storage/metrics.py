@@ -38,5 +38,22 @@ SPOOL_OLDEST_AGE_SECONDS = Gauge(
 )
 SPOOL_DROPPED = Counter(
     "cctv_spool_dropped_total",
-    "Clips dropped from the spool (oldest first) because it was over its byte budget.",
+    "Ordinary clips dropped from the spool (oldest first) because it was over its byte budget (evidence never).",
+)
+SPOOL_EVIDENCE_ITEMS = Gauge(
+    "cctv_spool_evidence_items",
+    "Evidence clips waiting in the upload spool (never dropped, even over the byte budget).",
+)
+
+EVIDENCE_MARKED = Counter(
+    "cctv_evidence_marked_total",
+    "Clips marked as evidence (locked copy with retention and legal hold written).",
+)
+EVIDENCE_MANIFESTS_WRITTEN = Counter(
+    "cctv_evidence_manifests_written_total",
+    "Day manifest versions written to the evidence bucket.",
+)
+ACCESS_LOG_ENTRIES = Counter(
+    "cctv_access_log_entries_total",
+    "Entries appended to the access log (views, exports, evidence marks).",
 )

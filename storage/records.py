@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from datetime import date
+from typing import Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
@@ -17,11 +18,34 @@ EVENT_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
 """Event ids become one path segment of an object key: no slashes, no leading dot."""
 
 CLIP_PREFIX = "clips/"
+EXPORT_PREFIX = "exports/"
 CLIP_SUFFIX = ".mp4"
 SIDECAR_SUFFIX = ".json"
 
 _CAMERA_RE = re.compile(CAMERA_ID_PATTERN)
 _EVENT_RE = re.compile(EVENT_ID_PATTERN)
+
+
+class ExportRecord(BaseModel):
+    """Who asked for an emergency export, why, and which part of the asked window the clip covers.
+
+    ``covered_*`` are the receive times of the clip's first packet and of the end of its last one.
+    ``start_clipped``: the pre-roll buffer no longer held ``requested_start`` (the clip starts at its
+    oldest keyframe); ``end_clipped``: the camera stopped sending before ``requested_end``.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    requester: Literal["112", "119", "internal"]
+    case_number: str = Field(min_length=1, max_length=128)
+    reason: str = Field(default="", max_length=2000)
+    requested_at: AwareDatetime
+    requested_start: AwareDatetime
+    requested_end: AwareDatetime
+    covered_start: AwareDatetime
+    covered_end: AwareDatetime
+    start_clipped: bool = False
+    end_clipped: bool = False
 
 
 class ClipSidecar(BaseModel):
@@ -49,6 +73,10 @@ class ClipSidecar(BaseModel):
     size_bytes: int = Field(ge=0)
     duration_s: float = Field(ge=0)
     object_key: str = Field(min_length=len(CLIP_PREFIX) + len(CLIP_SUFFIX) + 1)
+    export: ExportRecord | None = Field(
+        default=None, description="Set on emergency exports (event_type 'export'); None on event clips."
+    )
+    evidence: bool = Field(default=False, description="Evidence: the spool must never drop it; kept under hold.")
     schema_version: int = 1
 
     @model_validator(mode="after")
@@ -89,6 +117,13 @@ def clip_object_key(camera_id: str, event_id: str, day: date) -> str:
     _check_segment("camera_id", camera_id, _CAMERA_RE)
     _check_segment("event_id", event_id, _EVENT_RE)
     return f"{CLIP_PREFIX}{day:%Y/%m/%d}/{camera_id}/{event_id}{CLIP_SUFFIX}"
+
+
+def export_object_key(camera_id: str, export_id: str, day: date) -> str:
+    """Key of an emergency export: ``exports/YYYY/MM/DD/<camera_id>/<export_id>.mp4`` (day of the asked start)."""
+    _check_segment("camera_id", camera_id, _CAMERA_RE)
+    _check_segment("export_id", export_id, _EVENT_RE)
+    return f"{EXPORT_PREFIX}{day:%Y/%m/%d}/{camera_id}/{export_id}{CLIP_SUFFIX}"
 
 
 def sidecar_object_key(camera_id: str, event_id: str, day: date) -> str:

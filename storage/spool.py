@@ -17,9 +17,15 @@ item. Because object keys are deterministic, an upload retried after an ambiguou
 overwrites the same keys instead of duplicating.
 
 The spool keeps at most ``max_bytes`` on disk (clip plus sidecar): a new item that does not fit
-evicts the oldest waiting items first; every eviction is counted and logged with its event id.
-The item being uploaded at that moment is not evicted, so the bound can be overshot by that one
-item while its upload runs. A single item larger than ``max_bytes`` is itself dropped.
+evicts the oldest waiting *ordinary* items first; every eviction is counted and logged with its
+event id. Evidence items (``sidecar.evidence``) are never evicted: when only evidence and the item
+being uploaded are left, a new ordinary item is dropped itself, and a new evidence item is kept
+over budget (logged; ``cctv_spool_evidence_items`` shows them). The item being uploaded is not
+evicted, so the bound can be overshot by that one item while its upload runs. A single ordinary
+item larger than ``max_bytes`` is itself dropped.
+
+With an ``evidence`` store, an evidence item is marked (locked copy, retention, legal hold) right
+after its upload, before its local files are deleted; a failed mark is retried like an upload.
 
 Assumes one :class:`UploadSpool` per directory (one process, one instance).
 """
@@ -39,12 +45,16 @@ from bisect import insort
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
 from storage import metrics
 from storage.clip_store import ClipIntegrityError, ClipStore, StorageError
 from storage.records import ClipSidecar
+
+if TYPE_CHECKING:
+    from storage.evidence import EvidenceStore
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +77,8 @@ class _Item:
     size_bytes: int = field(compare=False)
     created_at: float = field(compare=False)
     """Wall-clock seconds (epoch) when the item was committed; survives restarts via the dir mtime."""
+    evidence: bool = field(default=False, compare=False)
+    """Never evicted to make room (``ClipSidecar.evidence``)."""
 
     @property
     def clip_path(self) -> Path:
@@ -95,6 +107,9 @@ class UploadSpool:
         retry_initial_s: first backoff after a failed upload.
         retry_max_s: backoff cap.
         on_uploaded: called (from the drain thread) with each sidecar once its clip is stored.
+        evidence: marks evidence items after upload (case number from ``sidecar.export``, else
+            ``unassigned_case``); None leaves marking to someone else.
+        unassigned_case: case number of evidence items that carry none.
     """
 
     def __init__(
@@ -106,6 +121,8 @@ class UploadSpool:
         retry_initial_s: float = 0.5,
         retry_max_s: float = 30.0,
         on_uploaded: Callable[[ClipSidecar], None] | None = None,
+        evidence: EvidenceStore | None = None,
+        unassigned_case: str = "unassigned",
     ) -> None:
         if max_bytes <= 0:
             raise ValueError(f"spool max_bytes={max_bytes} must be positive")
@@ -117,6 +134,8 @@ class UploadSpool:
         self.retry_initial_s = retry_initial_s
         self.retry_max_s = retry_max_s
         self.on_uploaded = on_uploaded
+        self.evidence = evidence
+        self.unassigned_case = unassigned_case
         self._cond = threading.Condition()
         self._items: list[_Item] = []
         self._bytes = 0
@@ -152,6 +171,7 @@ class UploadSpool:
                 self._quarantine(item, f"unreadable on resume: {exc}")
                 continue
             item.event_id = sidecar.event_id
+            item.evidence = sidecar.evidence
             self._items.append(item)
             self._bytes += item.size_bytes
         self._items.sort()
@@ -173,12 +193,13 @@ class UploadSpool:
             logger.error("spool: could not move %s to %s: %s; deleting it", item.path, target, exc)
             shutil.rmtree(item.path, ignore_errors=True)
 
-    def _make_room(self, incoming_bytes: int) -> None:
-        """Evict oldest waiting items (never the one uploading) until ``incoming_bytes`` fits. Lock held."""
+    def _make_room(self, incoming_bytes: int) -> bool:
+        """Evict oldest waiting ordinary items (never evidence, never the one uploading) until
+        ``incoming_bytes`` fits. True when it fits. Lock held."""
         while self._bytes + incoming_bytes > self.max_bytes:
-            victim = next((i for i in self._items if i is not self._uploading), None)
+            victim = next((i for i in self._items if i is not self._uploading and not i.evidence), None)
             if victim is None:
-                return
+                return False
             self._items.remove(victim)
             self._bytes -= victim.size_bytes
             shutil.rmtree(victim.path, ignore_errors=True)
@@ -191,9 +212,11 @@ class UploadSpool:
                 victim.event_id,
                 victim.size_bytes,
             )
+        return True
 
     def _refresh_gauges(self) -> None:
         metrics.SPOOL_ITEMS.set(len(self._items))
+        metrics.SPOOL_EVIDENCE_ITEMS.set(sum(1 for i in self._items if i.evidence))
         metrics.SPOOL_CAPACITY_BYTES.set(self.max_bytes)
         metrics.SPOOL_BYTES.set(self._bytes)
         metrics.SPOOL_OLDEST_AGE_SECONDS.set(self._oldest_age_locked())
@@ -225,18 +248,32 @@ class UploadSpool:
             )
         size_bytes = clip_bytes + len(body)
         with self._cond:
-            if size_bytes > self.max_bytes:
+            evictable = sum(i.size_bytes for i in self._items if i is not self._uploading and not i.evidence)
+            could_fit = self._bytes - evictable + size_bytes <= self.max_bytes
+            # An ordinary clip that cannot fit even after evicting every older ordinary clip is dropped
+            # alone (evicting them would lose them for nothing); evidence evicts what it can.
+            fits = (could_fit or sidecar.evidence) and self._make_room(size_bytes)
+            if not fits and not sidecar.evidence:
                 metrics.SPOOL_DROPPED.inc()
                 logger.error(
-                    "spool: clip of event %s (%d bytes) exceeds the whole spool budget (%d bytes): "
-                    "dropped, %s left in place",
+                    "spool: clip of event %s (%d bytes) does not fit the spool budget (%d bytes, %d held by "
+                    "evidence or the upload in flight): dropped, %s left in place",
                     sidecar.event_id,
                     size_bytes,
                     self.max_bytes,
+                    self._bytes,
                     clip_path,
                 )
                 return
-            self._make_room(size_bytes)
+            if not fits:
+                logger.error(
+                    "spool: evidence clip of event %s (%d bytes) kept over the spool budget (%d + %d > %d bytes)",
+                    sidecar.event_id,
+                    size_bytes,
+                    self._bytes,
+                    size_bytes,
+                    self.max_bytes,
+                )
             self._bytes += size_bytes  # reserved while the files are written
             seq = self._next_seq
             self._next_seq += 1
@@ -265,7 +302,7 @@ class UploadSpool:
                 self._refresh_gauges()
             raise
         with self._cond:
-            insort(self._items, _Item(seq, sidecar.event_id, final, size_bytes, time.time()))
+            insort(self._items, _Item(seq, sidecar.event_id, final, size_bytes, time.time(), sidecar.evidence))
             self._refresh_gauges()
             self._cond.notify_all()
 
@@ -381,6 +418,9 @@ class UploadSpool:
         try:
             sidecar = ClipSidecar.from_json_bytes(item.sidecar_path.read_bytes())
             self.store.put_clip(item.clip_path, sidecar)
+            if sidecar.evidence and self.evidence is not None:
+                case = sidecar.export.case_number if sidecar.export is not None else self.unassigned_case
+                self.evidence.mark_evidence(sidecar.object_key, case_number=case)
             outcome = "ok"
         except StorageError as exc:
             outcome, reason = "retry", str(exc)
