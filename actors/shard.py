@@ -17,6 +17,7 @@ from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import ray
 from ray import serve
 
@@ -26,15 +27,17 @@ from actors.analytics.registry import build_frame_rules, build_rules
 from actors.backpressure import DropQueue
 from actors.camera_state import CameraState, CameraStatus
 from actors.packets import EncodedPacket, PacketRing, StreamInfo
-from actors.recorder import ClipDone, ClipRecorder
+from actors.recorder import ClipDone, ClipRecorder, ExportOrder, ExportProgress
 from actors.stream import CameraStream, SampledFrame, StreamCounters
-from configs.schema import CameraConfig, ClusterConfig, DetectorConfig, IngestConfig, RecorderConfig
+from configs.schema import CameraConfig, ClusterConfig, DetectorConfig, IngestConfig, RecorderConfig, StorageConfig
 from serve_apps.detector.deployment import DETECTOR_DEPLOYMENT
 from serve_apps.detector.preprocess import letterbox
 from serve_apps.detector.types import Detection, DetectRequest, DetectResult
 from serve_apps.metrics_export import export_metrics
 from storage.access import S3Access
 from storage.clip_store import ClipStore
+from storage.evidence import EvidenceStore
+from storage.records import ClipSidecar
 from storage.spool import UploadSpool
 
 log = logging.getLogger(__name__)
@@ -55,6 +58,10 @@ class ShardSettings:
     spool_max_bytes: int
     state_dir: Path
     metrics_bind_host: str = "0.0.0.0"
+    export_url_expiry_s: int = 3600  # ApiConfig.export_url_expiry_s: lifetime of presigned export URLs
+    max_export_s: float = 1800.0  # ApiConfig.max_export_s: longest emergency export window
+    snapshot_jpeg_quality: int = 85
+    storage: StorageConfig | None = None  # evidence bucket and retention; None: defaults beside s3.bucket
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +107,7 @@ class _Camera:
         self.lock = threading.Lock()
         self.last_detections: tuple[Detection, ...] = ()
         self.model = "none yet"
+        self.last_frame: SampledFrame | None = None  # a reference only: JPEG-encoded on request
 
 
 class DecoderShard:
@@ -132,8 +140,15 @@ class DecoderShard:
         node_dir = settings.state_dir / "shards" / self.shard_id
         s3 = settings.s3
         store = ClipStore(s3.endpoint, s3.access_key, s3.secret_key, s3.bucket, secure=s3.secure, region=s3.region)
-        self.spool = UploadSpool(node_dir / "spool", store, max_bytes=settings.spool_max_bytes)
-        self.spool.start()
+        # Exports are evidence: the spool never evicts them and marks them (locked copy, legal hold) after upload.
+        evidence = EvidenceStore(s3, settings.storage or StorageConfig(bucket=s3.bucket))
+        self.spool = UploadSpool(
+            node_dir / "spool",
+            store,
+            max_bytes=settings.spool_max_bytes,
+            on_uploaded=self._on_uploaded,
+            evidence=evidence,
+        )
         self.recorder = ClipRecorder(
             settings.recorder,
             staging_dir=node_dir / "staging",
@@ -143,6 +158,7 @@ class DecoderShard:
             detector_name=lambda cid: c.model if (c := self._cams.get(cid)) else "unknown",
             on_clip=self._on_clip,
         )
+        self.spool.start()  # after the recorder: resumed exports report their upload to it
         # One Serve app per detector; each camera uses the one for its purpose.
         self._handles = {
             det.app_name: serve.get_deployment_handle(DETECTOR_DEPLOYMENT, app_name=det.app_name)
@@ -241,6 +257,45 @@ class DecoderShard:
     def ready(self) -> str:
         return self.shard_id
 
+    # -- media: snapshots and exports (called by the controller) ------------------------------
+
+    def snapshot_jpeg(self, camera_id: str) -> bytes | None:
+        """JPEG of the camera's latest sampled frame (full resolution); None before its first frame.
+
+        Raises:
+            KeyError: this shard does not run the camera.
+        """
+        cam = self._cams.get(camera_id)
+        if cam is None:
+            raise KeyError(camera_id)
+        frame = cam.last_frame
+        if frame is None:
+            return None
+        ok, buf = cv2.imencode(".jpg", frame.image, [cv2.IMWRITE_JPEG_QUALITY, self.s.snapshot_jpeg_quality])
+        if not ok:
+            raise RuntimeError(f"JPEG encoding of camera {camera_id}'s frame failed")
+        return buf.tobytes()
+
+    def start_export(self, order: ExportOrder) -> ExportProgress:
+        """Begin an emergency export (see :meth:`ClipRecorder.start_export`).
+
+        Raises:
+            KeyError: this shard does not run the camera.
+            ExportWindowError: nothing buffered or to come for the window.
+        """
+        if order.camera_id not in self._cams:
+            raise KeyError(order.camera_id)
+        return self.recorder.start_export(order)
+
+    def export_progress(self, export_id: str) -> ExportProgress | None:
+        return self.recorder.export_progress(export_id)
+
+    def _on_uploaded(self, sidecar: ClipSidecar) -> None:
+        """Spool callback: an export is stored (and, being evidence, already marked by the spool)."""
+        if sidecar.export is None:
+            return
+        self.recorder.export_uploaded(sidecar.event_id)
+
     def incarnation(self) -> tuple[int, float]:
         """(pid, start time) of this actor process: changes only if Ray restarted the shard."""
         return os.getpid(), self._started_ts
@@ -281,6 +336,7 @@ class DecoderShard:
         cam = self._cams.get(frame.camera_id)
         if cam is None:
             return
+        cam.last_frame = frame
         if cam.frame_rules:
             # On the camera thread: these rules look at pixels, cheaply, at the analytics rate.
             with cam.lock:
