@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -18,9 +19,14 @@ import httpx
 from configs.loader import ConfigError, load_cameras
 
 DEFAULT_API = "http://127.0.0.1:8000"
+TOKEN_ENV = "CCTV_API_TOKEN"
+TOKEN_FILE = "api-token"  # as serve_apps.api.auth.TOKEN_FILE (not imported: the CLI stays light)
 
 
 def _fail(resp: httpx.Response, what: str) -> int:
+    if resp.status_code == 401:
+        print(f"{what}: HTTP 401: give a token (--token, ${TOKEN_ENV} or <state-dir>/{TOKEN_FILE})", file=sys.stderr)
+        return 1
     try:
         detail: Any = resp.json().get("detail", resp.text)
     except ValueError:
@@ -29,10 +35,25 @@ def _fail(resp: httpx.Response, what: str) -> int:
     return 1
 
 
+def api_token(args: argparse.Namespace, env: dict[str, str] | None = None) -> str | None:
+    """The bearer token: ``--token``, else ``$CCTV_API_TOKEN``, else the local demo's ``<state-dir>/api-token``."""
+    env = dict(os.environ) if env is None else env
+    if args.token:
+        return args.token
+    if env.get(TOKEN_ENV):
+        return env[TOKEN_ENV]
+    try:
+        return (Path(args.state_dir) / TOKEN_FILE).read_text().strip() or None
+    except OSError:
+        return None
+
+
 def cmd_cameras(args: argparse.Namespace) -> int:
     api = args.api.rstrip("/")
+    token = api_token(args)
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
     try:
-        with httpx.Client(base_url=api, timeout=args.timeout_s) as client:
+        with httpx.Client(base_url=api, timeout=args.timeout_s, headers=headers) as client:
             return _dispatch(args, client)
     except httpx.TransportError as exc:
         print(f"control API at {api} unreachable: {exc}", file=sys.stderr)
@@ -89,6 +110,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     cp = sub.add_parser("cameras", help="live camera changes through the control API")
     cp.add_argument("--api", default=DEFAULT_API, help=f"control API base URL (default {DEFAULT_API})")
     cp.add_argument("--timeout-s", type=float, default=60.0)
+    cp.add_argument(
+        "--token",
+        default=None,
+        help=f"bearer token (admin to change cameras); default ${TOKEN_ENV}, else <state-dir>/{TOKEN_FILE}",
+    )
+    cp.add_argument("--state-dir", default="state", help="where `cctv run` keeps the demo's token (default state)")
     csub = cp.add_subparsers(dest="cameras_command", required=True)
     lst = csub.add_parser("list", help="cameras with state, shard and reason")
     lst.add_argument("--json", action="store_true")

@@ -21,7 +21,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from cluster import cameras_cli, plan
+from cluster import cameras_cli, evidence_cli, plan
 from cluster.provenance import provenance
 from configs.loader import ConfigError, load_config
 from configs.schema import AppConfig, CameraConfig
@@ -135,6 +135,7 @@ def _run_job(args: argparse.Namespace, cfg: AppConfig, cameras: list[CameraConfi
             "\ncctv-cluster is running\n"
             f"  cameras          {len(placement)} on {len(set(placement.values()))} shards\n"
             f"  control API      {ep.serve_url}/cameras  (OpenAPI: {ep.serve_url}/docs)\n"
+            f"  API token        {_token_line(ep, cfg)}\n"
             f"  metrics          Prometheus file_sd: {ep.prometheus_file_sd}\n"
             f"                   (each shard and detector replica serves /metrics on its own port;"
             f" also {ep.serve_url}/metrics/targets)\n"
@@ -165,6 +166,17 @@ def _run_job(args: argparse.Namespace, cfg: AppConfig, cameras: list[CameraConfi
     print(json.dumps(summary, indent=2))
     print(f"summary written to {out}")
     return 0
+
+
+def _token_line(ep: object, cfg: AppConfig) -> str:
+    """How to call the API: the demo's generated admin token (shown on the terminal only), or where tokens come from."""
+    token_file = getattr(ep, "api_token_file", None)
+    token = getattr(ep, "api_token", None)
+    if token_file is not None and token:
+        return f"admin: Bearer {token}  (kept in {token_file}, mode 0600; `cctv cameras` reads it)"
+    if not cfg.api.auth_required:
+        return "none needed (api.auth_required is false: every caller is an admin)"
+    return f"from ${cfg.api.tokens_env} (token:role pairs)"
 
 
 def _interrupt(signum: int, _frame: object) -> None:
@@ -331,6 +343,7 @@ def build_parser() -> argparse.ArgumentParser:
     chk.set_defaults(func=cmd_config_check)
 
     cameras_cli.add_parser(sub)
+    evidence_cli.add_parser(sub)
     plan.add_parser(sub)
     return p
 

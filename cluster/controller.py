@@ -30,17 +30,23 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import io
+import json
 import logging
+import re
 import threading
 import time
+import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, date, datetime
 
 import ray
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from actors.camera_state import CameraState, CameraStatus
+from actors.recorder import ExportOrder, ExportPhase, ExportProgress
 from actors.shard import EventNotice, RemoteDecoderShard, ShardSettings, ShardStats
 from cluster.control_state import (
     ControlState,
@@ -51,13 +57,23 @@ from cluster.control_state import (
 )
 from cluster.sharding import camera_cost, moved, place
 from configs.schema import CameraConfig
-from serve_apps.api.errors import DuplicateCameraError, UnknownCameraError
+from serve_apps.api.errors import (
+    DuplicateCameraError,
+    EventAlreadyAcknowledgedError,
+    ExportWindowError,
+    UnknownCameraError,
+    UnknownEventError,
+    UnknownExportError,
+)
+from serve_apps.api.exports import ExportRequest, ExportState, ExportTicket
 from serve_apps.metrics_export import export_metrics
-from storage.clip_store import StorageError
+from storage.clip_store import ClipStore, StorageError
+from storage.records import CLIP_SUFFIX, EXPORT_PREFIX
 
 log = logging.getLogger(__name__)
 
 CONTROLLER_NAME = "cctv-controller"
+ACK_PREFIX = "control/acks/"
 NODE_POLL_S = 5.0
 RECONCILE_INTERVAL_S = 1.0
 PING_TIMEOUT_S = 2.0
@@ -133,7 +149,12 @@ class CameraController:
         self._assignment: dict[str, str] = {}
         self._pending: dict[str, ShardRef] = {}  # created, not yet answering
         self._running: dict[str, str] = {}  # what the shards run, as far as the controller knows
+        self._exports: dict[str, _ExportEntry] = {}  # media: export id -> ticket (see the media section)
+        self._export_lock = threading.Lock()
+        self._export_store: ClipStore | None = None
         self._state_dirty = False
+        self._acks: dict[str, dict[str, object]] | None = None  # event acknowledgements (API), loaded on first use
+        self._ack_lock = threading.Lock()
         self._stop = threading.Event()
         self._metrics_stop = self._stop
         self.metrics_address = export_metrics(
@@ -486,6 +507,271 @@ class CameraController:
         out: list[EventNotice] = [e for part in self._gather("recent_events", since_ts) for e in part]  # type: ignore[attr-defined]
         return sorted(out, key=lambda e: e.received_ts)
 
+    # -- events for the control API: query and acknowledge ------------------------------
+    # Acknowledgements are kept in the bucket (control/acks/<event_id>.json), so a restarted
+    # controller still knows them; the transitions themselves live in the shards' recent buffers.
+
+    def event_view(
+        self, since_ts: float = 0.0
+    ) -> tuple[list[EventNotice], dict[str, str], dict[str, dict[str, object]]]:
+        """Transitions received since ``since_ts``, each camera's district, and every acknowledgement."""
+        notices = self.events(since_ts)
+        with self._lock:
+            districts = {cid: cam.district for cid, cam in self._cameras.items()}
+        with self._ack_lock:
+            acks = dict(self._load_acks())
+        return notices, districts, acks
+
+    def acknowledge_event(self, event_id: str, operator: str, note: str, by: str) -> dict[str, object]:
+        """Record that ``operator`` (through the API caller ``by``) saw an event; returns the record.
+
+        Raises:
+            UnknownEventError: no shard holds a transition of that event.
+            EventAlreadyAcknowledgedError: acknowledged before (the message says by whom).
+            StorageError: the acknowledgement could not be stored (nothing recorded).
+        """
+        if not any(n.transition.event_id == event_id for n in self.events(0.0)):
+            raise UnknownEventError(event_id)
+        with self._ack_lock:
+            acks = self._load_acks()
+            if event_id in acks:
+                first = acks[event_id]
+                raise EventAlreadyAcknowledgedError(
+                    f"event {event_id} was acknowledged by {first['operator']} at {first['ts']:.0f}"
+                )
+            record: dict[str, object] = {
+                "event_id": event_id,
+                "operator": operator,
+                "note": note,
+                "by": by,
+                "ts": time.time(),
+            }
+            data = json.dumps(record).encode()
+            key = f"{ACK_PREFIX}{event_id}.json"
+            store = self._ack_store()
+            with store.translate_errors("PUT", key):
+                store.client.put_object(store.bucket, key, io.BytesIO(data), len(data), content_type="application/json")
+            acks[event_id] = record
+            return record
+
+    def _ack_store(self) -> ClipStore:
+        s3 = self._base.s3
+        return ClipStore(s3.endpoint, s3.access_key, s3.secret_key, s3.bucket, secure=s3.secure, region=s3.region)
+
+    def _load_acks(self) -> dict[str, dict[str, object]]:
+        """The acknowledgements, read from the bucket once (callers hold ``_ack_lock``)."""
+        if self._acks is None:
+            store = self._ack_store()
+            acks: dict[str, dict[str, object]] = {}
+            for key in store.list_keys(ACK_PREFIX):
+                try:
+                    record = json.loads(store.get_bytes(key))
+                except (StorageError, ValueError) as exc:
+                    log.warning("acknowledgement %s unreadable: %s", key, exc)
+                    continue
+                acks[str(record.get("event_id"))] = record
+            self._acks = acks
+        return self._acks
+
+    # -- media: snapshots and exports ---------------------------------------------------
+    # Snapshots: the shard that runs a camera keeps a reference to its latest sampled frame and
+    # encodes the JPEG only when asked. Exports (112 police, 119 fire): the camera's shard records
+    # the window (the past part from its pre-roll ring, the future part live, ended on a keyframe),
+    # remuxes it and uploads it through its spool as evidence under exports/YYYY/MM/DD/<camera>/
+    # <export_id>.mp4; the controller keeps a ticket per export and asks the shard for progress.
+    # A ticket the controller no longer holds (it restarted) is found again in the bucket.
+
+    def snapshot(self, camera_id: str) -> bytes | None:
+        """JPEG of the camera's latest sampled frame; None while it has none (or no shard answers).
+
+        Raises:
+            UnknownCameraError: no camera with that id.
+        """
+        with self._lock:
+            if camera_id not in self._cameras:
+                raise UnknownCameraError(camera_id)
+            ref = self._media_shard(camera_id)
+        if ref is None:
+            return None
+        try:
+            return ray.get(ref.actor.snapshot_jpeg.remote(camera_id), timeout=MEDIA_CALL_TIMEOUT_S)
+        except KeyError:  # the camera moved off that shard meanwhile
+            return None
+        except (*SHARD_GONE, ray.exceptions.GetTimeoutError) as exc:
+            log.warning("snapshot of camera %s: shard %s did not answer (%s)", camera_id, ref.shard_id, exc)
+            return None
+
+    def export_clip(self, req: ExportRequest) -> ExportTicket:
+        """Start an emergency export of ``req.camera_id`` over ``[req.start_ts, req.end_ts]``.
+
+        Raises:
+            UnknownCameraError: no camera with that id.
+            ExportWindowError: the window is too long, ends too far ahead, lies wholly before the
+                buffered video, or the camera has no stream (a ``ValueError``: the request is at fault).
+            TimeoutError: the camera's shard did not answer.
+        """
+        now = time.time()
+        try:
+            req.check_max(self._base.max_export_s)
+        except ValueError as exc:
+            raise ExportWindowError(str(exc)) from None
+        if req.end_ts > now + self._base.max_export_s:
+            raise ExportWindowError(
+                f"end_ts is {req.end_ts - now:.0f}s ahead; an export may end at most "
+                f"{self._base.max_export_s:.0f}s ahead"
+            )
+        with self._lock:
+            if req.camera_id not in self._cameras:
+                raise UnknownCameraError(req.camera_id)
+            ref = self._media_shard(req.camera_id)
+        if ref is None:
+            raise ExportWindowError(f"camera {req.camera_id} runs on no shard right now (being placed); retry shortly")
+        order = ExportOrder(
+            export_id=new_export_id(req.start_ts),
+            camera_id=req.camera_id,
+            start_ts=req.start_ts,
+            end_ts=req.end_ts,
+            requester=req.requester,
+            case_number=req.case_number,
+            reason=req.reason,
+            requested_at=now,
+        )
+        try:
+            progress: ExportProgress = ray.get(ref.actor.start_export.remote(order), timeout=MEDIA_CALL_TIMEOUT_S)
+        except ExportWindowError as exc:
+            raise ExportWindowError(str(getattr(exc, "cause", exc))) from None
+        except KeyError:
+            raise ExportWindowError(f"camera {req.camera_id} is moving between shards; retry shortly") from None
+        except (*SHARD_GONE, ray.exceptions.GetTimeoutError) as exc:
+            raise TimeoutError(f"shard {ref.shard_id} of camera {req.camera_id} did not answer: {exc}") from None
+        by = _requested_by(req.requester, req.case_number)
+        entry = _ExportEntry(ref.shard_id, self._ticket(by, progress))
+        with self._export_lock:
+            self._exports[order.export_id] = entry
+            for old in [k for k, e in self._exports.items() if e.ticket.state in ("done", "failed")]:
+                if len(self._exports) <= EXPORTS_KEPT:
+                    break
+                del self._exports[old]  # still answered from the bucket (done) afterwards
+        log.info("export %s of camera %s for %s: %s", order.export_id, req.camera_id, by, entry.ticket.state)
+        return entry.ticket
+
+    def export_status(self, export_id: str) -> ExportTicket:
+        """Where an export stands; once uploaded the ticket carries a presigned GET URL.
+
+        Raises:
+            UnknownExportError: no export with that id (neither held here nor stored).
+        """
+        with self._export_lock:
+            entry = self._exports.get(export_id)
+        if entry is None:
+            if export_day(export_id) is None:
+                raise UnknownExportError(export_id)
+            entry = self._find_export(export_id)
+            if entry is None:
+                return self._stored_export_ticket(export_id)
+        if entry.ticket.state == "failed":
+            return entry.ticket
+        if entry.ticket.state == "done" and entry.ticket.clip_key is not None:
+            try:  # signed afresh on each ask: an old URL may have expired
+                url = self._media_store().presigned_get(entry.ticket.clip_key, self._base.export_url_expiry_s)
+            except StorageError as exc:
+                return entry.ticket.model_copy(update={"url": None, "error": f"no URL could be signed: {exc}"})
+            return entry.ticket.model_copy(update={"url": url})
+        with self._lock:
+            ref = self._shards.get(entry.shard_id)
+        progress: ExportProgress | None = None
+        if ref is not None and ref.live:
+            try:
+                progress = ray.get(ref.actor.export_progress.remote(export_id), timeout=MEDIA_CALL_TIMEOUT_S)
+            except ray.exceptions.GetTimeoutError:
+                return entry.ticket  # the last known state; asked again on the next poll
+            except SHARD_GONE:
+                progress = None
+        if progress is not None:
+            ticket = self._ticket(entry.ticket.requested_by, progress)
+        else:
+            try:  # the shard was lost or restarted: only an upload that finished survived it
+                ticket = self._stored_export_ticket(export_id)
+            except UnknownExportError:
+                ticket = entry.ticket.model_copy(
+                    update={"state": "failed", "error": f"shard {entry.shard_id} was lost while recording"}
+                )
+        entry.ticket = ticket
+        return ticket
+
+    def _find_export(self, export_id: str) -> _ExportEntry | None:
+        """An export this controller does not hold (it restarted) but a live shard still records or uploads."""
+        with self._lock:
+            refs = [r for r in self._shards.values() if r.live]
+        asks = {r.actor.export_progress.remote(export_id): r for r in refs}  # all shards at once
+        if not asks:
+            return None
+        ready, _ = ray.wait(list(asks), num_returns=len(asks), timeout=MEDIA_CALL_TIMEOUT_S)
+        for obj in ready:
+            try:
+                progress = ray.get(obj)
+            except SHARD_GONE:
+                continue
+            if isinstance(progress, ExportProgress):
+                by = _requested_by(progress.requester, progress.case_number)
+                entry = _ExportEntry(asks[obj].shard_id, self._ticket(by, progress))
+                with self._export_lock:
+                    return self._exports.setdefault(export_id, entry)
+        return None
+
+    def _media_shard(self, camera_id: str) -> ShardRef | None:
+        """The live shard running a camera (caller holds ``_lock``)."""
+        sid = self._running.get(camera_id)
+        ref = self._shards.get(sid) if sid is not None else None
+        return ref if ref is not None and ref.live else None
+
+    def _media_store(self) -> ClipStore:
+        if self._export_store is None:
+            s3 = self._base.s3
+            self._export_store = ClipStore(
+                s3.endpoint, s3.access_key, s3.secret_key, s3.bucket, secure=s3.secure, region=s3.region
+            )
+        return self._export_store
+
+    def _ticket(self, requested_by: str, p: ExportProgress) -> ExportTicket:
+        state = _EXPORT_STATES[p.phase]
+        url = None
+        error = p.error
+        if state == "done" and p.object_key is not None:
+            try:
+                url = self._media_store().presigned_get(p.object_key, self._base.export_url_expiry_s)
+            except StorageError as exc:
+                error = f"stored, but no URL could be signed: {exc}"
+        return ExportTicket(
+            export_id=p.export_id,
+            state=state,
+            clip_key=p.object_key,
+            url=url,
+            error=error,
+            requested_by=requested_by,
+        )
+
+    def _stored_export_ticket(self, export_id: str) -> ExportTicket:
+        """The ticket of an export found in the bucket (its id names the day it is filed under)."""
+        day = export_day(export_id)
+        if day is None:
+            raise UnknownExportError(export_id)
+        store = self._media_store()
+        suffix = f"/{export_id}{CLIP_SUFFIX}"
+        keys = [k for k in store.list_keys(f"{EXPORT_PREFIX}{day:%Y/%m/%d}/") if k.endswith(suffix)]
+        if not keys:
+            raise UnknownExportError(export_id)
+        sidecar = store.get_sidecar(keys[0])
+        rec = sidecar.export
+        return ExportTicket(
+            export_id=export_id,
+            state="done",
+            clip_key=keys[0],
+            url=store.presigned_get(keys[0], self._base.export_url_expiry_s),
+            error=None,
+            requested_by=_requested_by(rec.requester, rec.case_number) if rec is not None else "unknown",
+        )
+
     def stop(self, drain_timeout_s: float = 60.0) -> list[ShardStats]:
         """Stop every shard (each finishes its clips and drains its upload spool)."""
         self._stop.set()
@@ -530,6 +816,48 @@ def _waiting_status(cam: CameraConfig, shard: str, now: float) -> CameraStatus:
         height=None,
         codec=None,
     )
+
+
+# -- media: snapshots and exports (helpers) ------------------------------------------------
+
+MEDIA_CALL_TIMEOUT_S = 10.0
+EXPORTS_KEPT = 10_000  # tickets held in memory; older finished ones are found in the bucket
+_EXPORT_ID_RE = re.compile(r"^exp-(\d{8})-[0-9a-f]{12}$")
+_EXPORT_STATES: dict[ExportPhase, ExportState] = {
+    ExportPhase.RECORDING: "recording",
+    ExportPhase.WRITING: "uploading",
+    ExportPhase.UPLOADING: "uploading",
+    ExportPhase.DONE: "done",
+    ExportPhase.FAILED: "failed",
+}
+
+
+@dataclass(slots=True)
+class _ExportEntry:
+    """One export as the controller tracks it; ``ticket`` is the latest answer (final once done/failed)."""
+
+    shard_id: str
+    ticket: ExportTicket
+
+
+def new_export_id(start_ts: float) -> str:
+    """``exp-YYYYMMDD-<12 hex>``: unique, and names the (UTC) day of the window start it is filed under."""
+    return f"exp-{datetime.fromtimestamp(start_ts, tz=UTC):%Y%m%d}-{uuid.uuid4().hex[:12]}"
+
+
+def export_day(export_id: str) -> date | None:
+    """The day an export id is filed under, None if it is not an export id."""
+    m = _EXPORT_ID_RE.match(export_id)
+    if m is None:
+        return None
+    try:
+        return datetime.strptime(m.group(1), "%Y%m%d").date()
+    except ValueError:
+        return None
+
+
+def _requested_by(requester: str, case_number: str) -> str:
+    return f"{requester} case {case_number}"
 
 
 RemoteCameraController = ray.remote(num_cpus=0, max_concurrency=8, max_restarts=3)(CameraController)

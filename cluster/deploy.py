@@ -23,6 +23,7 @@ from cluster.controller import CONTROLLER_NAME, RemoteCameraController
 from configs.loader import load_config
 from configs.schema import AppConfig, DetectorConfig
 from serve_apps.api.app import build_api_app
+from serve_apps.api.auth import TokenSpecError, resolve_access
 from serve_apps.detector.deployment import build_detector_app
 from storage.access import S3Access
 
@@ -68,6 +69,9 @@ def shard_settings(cfg: AppConfig, s3: S3Access, state_dir: Path) -> ShardSettin
         spool_max_bytes=cfg.storage.spool_max_bytes,
         state_dir=state_dir,
         metrics_bind_host=cfg.metrics.bind_host,
+        export_url_expiry_s=cfg.api.export_url_expiry_s,
+        max_export_s=cfg.api.max_export_s,
+        storage=cfg.storage,
     )
 
 
@@ -118,8 +122,14 @@ def api_app(args: Mapping[str, str], env: Mapping[str, str] = os.environ) -> ser
     """The control API application; starts the camera controller (and so the shards) if needed."""
     cfg = _profile(args)
     s3 = external_s3(cfg, env)
+    try:  # a cluster deployment never makes up a token: they come from the pod's environment (a Secret)
+        access = resolve_access(cfg.api.tokens_env, cfg.api.auth_required, env)
+    except TokenSpecError as exc:
+        raise DeployError(f"api.tokens_env: {exc}") from None
     ensure_controller(cfg, s3, cfg.state_dir)
-    return build_api_app(CONTROLLER_NAME, cfg.cluster.namespace)
+    return build_api_app(
+        CONTROLLER_NAME, cfg.cluster.namespace, tokens=access.table, api_cfg=cfg.api, s3=s3, storage_cfg=cfg.storage
+    )
 
 
 def detector_app_builder(args: dict[str, str]) -> serve.Application:

@@ -1,10 +1,11 @@
 """The one place that starts everything and stops it in reverse.
 
 Order of start: state dir → object store (embedded SeaweedFS unless an endpoint is
-configured) → Ray (local unless an address is configured) → metrics target registry →
-Serve apps (detector, control API) → camera controller and its shards → cameras →
-Prometheus discovery file. :meth:`Runtime.stop` undoes exactly what was started, last
-first, and keeps going if one step fails so nothing is left running.
+configured; evidence bucket, clip expiry rule, daily manifest writer) → Ray (local unless an
+address is configured) → metrics target registry → Serve apps (detector, control API) →
+camera controller and its shards → cameras → Prometheus discovery file. :meth:`Runtime.stop`
+undoes exactly what was started, last first, and keeps going if one step fails so nothing is
+left running.
 """
 
 from __future__ import annotations
@@ -27,11 +28,13 @@ from cluster.deploy import DeployError, ensure_controller, external_s3, model_re
 from cluster.models import seed_registry
 from configs.schema import AppConfig, CameraConfig
 from serve_apps.api.app import API_APP, build_api_app
+from serve_apps.api.auth import TokenSpecError, resolve_access
 from serve_apps.detector.deployment import build_detector_app, detector_route
 from serve_apps.metrics_export import TARGETS_ACTOR, MetricsTargets, file_sd
 from storage.access import S3Access
-from storage.clip_store import ClipStore
+from storage.clip_store import ClipStore, StorageError
 from storage.embedded_s3 import EmbeddedS3
+from storage.evidence import DailyManifestWriter, EvidenceStore
 from storage.model_store import ModelStore
 
 log = logging.getLogger(__name__)
@@ -51,6 +54,8 @@ class Endpoints:
     bucket: str
     prometheus_file_sd: Path
     ray_logs: str | None
+    api_token: str | None = field(default=None, repr=False)  # an admin token of the API (never logged)
+    api_token_file: Path | None = None  # where the demo's generated admin token is kept (mode 0600)
 
 
 @dataclass
@@ -103,6 +108,16 @@ class Runtime:
         self.store = ClipStore(s3.endpoint, s3.access_key, s3.secret_key, s3.bucket, secure=s3.secure, region=s3.region)
         self.store.ensure_bucket()
         self._push("clip inventory", self._take_clip_inventory)  # runs after shards drained, before S3 stops
+        # Evidence: the object-locked bucket, the clips' expiry rule, and yesterday's manifest each night.
+        evidence = EvidenceStore(s3, cfg.storage)
+        try:
+            evidence.ensure_buckets()
+            evidence.apply_lifecycle()
+        except StorageError as exc:
+            raise StartupError(f"evidence store at {s3.endpoint}: {exc}") from None
+        manifests = DailyManifestWriter(evidence)
+        manifests.start()
+        self._push("daily manifests", manifests.stop)
 
         started_ray = self._start_ray(state)
         ns = cfg.cluster.namespace
@@ -117,7 +132,14 @@ class Runtime:
             app = build_detector_app(det, ns, cfg.metrics.bind_host, models, state / "model-cache")
             serve.run(app, name=det.app_name, route_prefix=detector_route(det))
             self._push(f"detector app {det.app_name}", lambda name=det.app_name: serve.delete(name))
-        serve.run(build_api_app(CONTROLLER_NAME, ns), name=API_APP, route_prefix="/")
+        try:
+            access = resolve_access(cfg.api.tokens_env, cfg.api.auth_required, demo_state_dir=state)
+        except TokenSpecError as exc:
+            raise StartupError(f"api.tokens_env: {exc}") from None
+        api_app = build_api_app(
+            CONTROLLER_NAME, ns, tokens=access.table, api_cfg=cfg.api, s3=s3, storage_cfg=cfg.storage
+        )
+        serve.run(api_app, name=API_APP, route_prefix="/")
         self._push("api app", lambda: serve.delete(API_APP))
 
         controller = ensure_controller(cfg, s3, state)
@@ -138,6 +160,8 @@ class Runtime:
             bucket=s3.bucket,
             prometheus_file_sd=sd_path,
             ray_logs=self._ray_info.get("logs"),
+            api_token=access.admin_token,
+            api_token_file=access.token_file,
         )
         return self.endpoints
 

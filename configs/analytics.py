@@ -28,6 +28,17 @@ class GroundCalibration(_Model):
     image_points: list[Point] = Field(min_length=4, max_length=4)
     ground_points_m: list[Point] = Field(min_length=4, max_length=4)
 
+    @field_validator("image_points", "ground_points_m")
+    @classmethod
+    def _no_three_in_line(cls, pts: list[Point]) -> list[Point]:
+        """A homography needs four points with no three on one line (else it cannot be solved)."""
+        for i in range(4):
+            a, b, c = (pts[j] for j in range(4) if j != i)
+            twice_area = abs((b[0] - a[0]) * (c[1] - a[1]) - (c[0] - a[0]) * (b[1] - a[1]))
+            if twice_area < 1e-6:
+                raise ValueError(f"points {a}, {b}, {c} lie on one line (or coincide): no homography")
+        return pts
+
 
 class Lifecycle(_Model):
     """Timing shared by every rule's events."""

@@ -204,6 +204,12 @@ class DetectorConfig(_Model):
         return self.run_input_size or self.input_size
 
 
+def default_evidence_bucket(bucket: str) -> str:
+    """``<bucket>-evidence``, with ``bucket`` shortened so the name stays within S3's 63 characters."""
+    suffix = "-evidence"
+    return bucket[: 63 - len(suffix)].rstrip(".-") + suffix
+
+
 class StorageConfig(_Model):
     """Where clips go. With no ``endpoint`` the runtime starts an embedded SeaweedFS S3 server."""
 
@@ -219,6 +225,33 @@ class StorageConfig(_Model):
     presign_expiry_s: int = Field(default=3600, ge=1, le=7 * 24 * 3600)
     spool_max_bytes: int = Field(default=2 * 1024**3, ge=1024**2)
     upload_retry_max_s: float = Field(default=30.0, gt=0, description="Cap of the upload retry backoff.")
+    clip_retention_days: int | None = Field(
+        default=30,
+        ge=1,
+        description="Lifecycle expiry of ordinary clips (the clip bucket's clips/ prefix); None keeps them forever. "
+        "Evidence copies live in the locked evidence bucket and never expire by lifecycle.",
+    )
+    evidence_bucket: str | None = Field(
+        default=None,
+        pattern=r"^[a-z0-9][a-z0-9.-]{2,62}$",
+        description="Object-lock bucket for evidence copies, day manifests and the access log "
+        "(default '<bucket>-evidence'; created with object lock enabled).",
+    )
+    evidence_lock_mode: Literal["GOVERNANCE", "COMPLIANCE"] = Field(
+        default="GOVERNANCE",
+        description="Object-lock mode of evidence copies: COMPLIANCE cannot be shortened or lifted by anyone.",
+    )
+    evidence_retention_days: int = Field(
+        default=365, ge=1, le=36500, description="Object-lock retention of evidence copies and day manifests."
+    )
+    access_log_retention_days: int = Field(
+        default=730, ge=1, le=36500, description="Object-lock retention of access-log entries."
+    )
+
+    @property
+    def evidence_bucket_name(self) -> str:
+        """The evidence bucket: ``evidence_bucket``, else ``<bucket>-evidence`` (cut to 63 characters)."""
+        return self.evidence_bucket or default_evidence_bucket(self.bucket)
 
 
 class ApiConfig(_Model):
@@ -226,8 +259,10 @@ class ApiConfig(_Model):
 
     tokens_env: str = Field(
         default="CCTV_API_TOKENS",
-        description="Environment variable holding 'token:role' pairs separated by commas "
-        "(roles: viewer, operator, admin). Tokens are never written in config files.",
+        description="Environment variable holding 'token:role' or 'token:role:name' entries separated by commas "
+        "(roles: viewer, operator, admin; the name is who the access log records; tokens of 16+ characters). "
+        "Tokens are never written in config files; the API process only holds their SHA-256 digests. Unset "
+        "under `cctv run`: a random admin token is generated into <state_dir>/api-token (mode 0600).",
     )
     auth_required: bool = Field(
         default=True, description="False only for a local demo: every caller is then an admin (logged at start)."

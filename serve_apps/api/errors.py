@@ -11,3 +11,19 @@ class UnknownCameraError(KeyError):
 
 class DuplicateCameraError(ValueError):
     """Adding a camera whose id is already in the inventory (HTTP 409)."""
+
+
+class UnknownEventError(KeyError):
+    """An event id no shard holds (HTTP 404)."""
+
+
+class EventAlreadyAcknowledgedError(ValueError):
+    """Acknowledging an event twice (HTTP 409); the message names who acknowledged it first."""
+
+
+class UnknownExportError(KeyError):
+    """An export id neither the controller nor the bucket knows (HTTP 404)."""
+
+
+class ExportWindowError(ValueError):
+    """An export window that cannot be recorded (nothing buffered or to come for it; HTTP 400)."""

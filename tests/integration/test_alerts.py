@@ -98,7 +98,12 @@ def cluster(
         with rt:
             assert rt.endpoints is not None
             rules = rules_with_for(ALERTS_YML, state / "alerts-test-profile.yml", TEST_FOR)
-            config = cluster_prometheus_config(f"{rt.endpoints.serve_url}/metrics/targets", rules)
+            token_file = state / "prometheus-api-token"  # what the shipped config reads from state/api-token
+            token_file.write_text(rt.endpoints.api_token or "")
+            token_file.chmod(0o600)
+            config = cluster_prometheus_config(
+                f"{rt.endpoints.serve_url}/metrics/targets", rules, token_file=token_file
+            )
             prom = ClusterPrometheus(state / "prometheus", config)
             prom.start()
             try:

@@ -74,8 +74,12 @@ def test_run_until_ctrl_c_stops_everything_and_writes_a_summary(tmp_path: Path, 
             time.sleep(1)
         text = (tmp_path / "run.log").read_text()
         assert "cctv-cluster is running" in text, text[-3000:]
-        for where in ("control API", "Prometheus file_sd", "Ray dashboard", "S3"):
+        for where in ("control API", "API token", "Prometheus file_sd", "Ray dashboard", "S3"):
             assert where in text
+        token_file = tmp_path / "state" / "api-token"  # the demo's generated admin token, for the CLI
+        assert token_file.stat().st_mode & 0o777 == 0o600
+        token = token_file.read_text().strip()
+        assert token in text  # shown on the terminal, next to the addresses
         time.sleep(15)
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=120) == 0, (tmp_path / "run.log").read_text()[-3000:]
@@ -95,6 +99,8 @@ def test_run_until_ctrl_c_stops_everything_and_writes_a_summary(tmp_path: Path, 
     state = tmp_path / "state"
     leftovers = subprocess.run(["pgrep", "-af", str(state)], capture_output=True, text=True).stdout
     assert not leftovers.strip(), leftovers
+    for log_file in state.rglob("*.log"):  # never in a log file (Ray's session logs included)
+        assert token not in log_file.read_text(errors="replace"), log_file
 
 
 def test_bad_config_is_refused_with_file_and_line(tmp_path: Path) -> None:

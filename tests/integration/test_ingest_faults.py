@@ -25,6 +25,7 @@ from cluster.runtime import Runtime
 from configs.schema import AppConfig, CameraConfig, ClusterConfig, DetectorConfig, IngestConfig
 from serve_apps.metrics_export import free_port
 from tests.conftest import CACHE_DIR
+from tests.support.api import bearer
 
 pytestmark = pytest.mark.slow
 
@@ -180,5 +181,7 @@ def test_password_never_leaks(setup: tuple[Runtime, RtspSimulator, Path]) -> Non
     logs = Path(rt.endpoints.ray_logs)  # type: ignore[union-attr,arg-type]
     hits = [p for p in logs.rglob("*") if p.is_file() and PASSWORD.encode() in p.read_bytes()]
     assert not hits, f"password found in {hits}"
-    api = httpx.get(f"{rt.endpoints.serve_url}/cameras", timeout=10).text  # type: ignore[union-attr]
+    ep = rt.endpoints
+    assert ep is not None
+    api = httpx.get(f"{ep.serve_url}/cameras", headers=bearer(ep.api_token), timeout=10).text
     assert PASSWORD not in api and "rtsp-001" in api

@@ -24,6 +24,7 @@ from cluster.footage import prepare_stream
 from cluster.runtime import Runtime
 from configs.schema import AppConfig, CameraConfig, ClusterConfig, DetectorConfig
 from serve_apps.metrics_export import free_port
+from tests.support.api import admin_client
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -48,12 +49,12 @@ def setup(tmp_path_factory: pytest.TempPathFactory, vtest_path: Path, models_dir
         cameras=cams,
     )
     rt = Runtime(cfg, include_dashboard=False, ray_init_kwargs={"object_store_memory": 256 * 1024**2})
-    with rt:
-        yield rt, stream, f"http://127.0.0.1:{port}"
+    with rt, admin_client(rt) as api:
+        yield rt, stream, api
 
 
-def _status(api: str) -> dict[str, dict]:
-    return {s["camera_id"]: s for s in httpx.get(f"{api}/cameras", timeout=30).json()}
+def _status(api: httpx.Client) -> dict[str, dict]:
+    return {s["camera_id"]: s for s in api.get("/cameras", timeout=30).json()}
 
 
 def _wait(pred, timeout_s: float):
@@ -65,7 +66,7 @@ def _wait(pred, timeout_s: float):
     return pred()
 
 
-def _streaming(api: str, ids: list[str]) -> bool:
+def _streaming(api: httpx.Client, ids: list[str]) -> bool:
     st = _status(api)
     return all(c in st and st[c]["state"] == CameraState.STREAMING.value for c in ids)
 
@@ -77,24 +78,24 @@ def test_add_update_transfer_remove_live_without_touching_others(setup: tuple) -
     before = _status(api)
 
     new = {"id": "cam-new", "district": "nam-gu"}
-    r = httpx.post(f"{api}/cameras", json={**new, "url": str(stream), "loop": True}, timeout=60)
+    r = api.post("/cameras", json={**new, "url": str(stream), "loop": True}, timeout=60)
     assert r.status_code == 201, r.text
     assert r.json()["shard"] in ray.get(rt.controller.shard_ids.remote())  # type: ignore[union-attr]
-    assert httpx.post(f"{api}/cameras", json={**new, "url": str(stream)}, timeout=60).status_code == 409
-    bad = httpx.post(f"{api}/cameras", json={"id": "x y", "url": "ftp://nope", "colour": 1}, timeout=30)
+    assert api.post("/cameras", json={**new, "url": str(stream)}, timeout=60).status_code == 409
+    bad = api.post("/cameras", json={"id": "x y", "url": "ftp://nope", "colour": 1}, timeout=30)
     assert bad.status_code == 422 and "colour" in bad.text
     assert _wait(lambda: _streaming(api, ["cam-new"]), 60)
 
     # Update: only the updated camera restarts (a new since_ts); the others keep their streams.
     upd = {"id": "cam-1", "url": str(stream), "loop": True, "decode_mode": "sampled", "district": "seo-gu"}
-    assert httpx.put(f"{api}/cameras/cam-1", json=upd, timeout=60).status_code == 200
-    assert httpx.put(f"{api}/cameras/cam-9", json={**upd, "id": "cam-9"}, timeout=60).status_code == 404
-    assert httpx.put(f"{api}/cameras/cam-1", json={**upd, "id": "cam-2"}, timeout=60).status_code == 400
+    assert api.put("/cameras/cam-1", json=upd, timeout=60).status_code == 200
+    assert api.put("/cameras/cam-9", json={**upd, "id": "cam-9"}, timeout=60).status_code == 404
+    assert api.put("/cameras/cam-1", json={**upd, "id": "cam-2"}, timeout=60).status_code == 400
     # Transfer: district changes in the API, nothing restarts.
-    r = httpx.post(f"{api}/cameras/cam-2/transfer", json={"district": "buk-gu"}, timeout=60)
+    r = api.post("/cameras/cam-2/transfer", json={"district": "buk-gu"}, timeout=60)
     assert r.status_code == 200 and r.json()["camera"]["district"] == "buk-gu"
-    assert httpx.post(f"{api}/cameras/nope/transfer", json={"district": "x"}, timeout=30).status_code == 404
-    cfg = httpx.get(f"{api}/cameras/cam-2/config", timeout=30).json()
+    assert api.post("/cameras/nope/transfer", json={"district": "x"}, timeout=30).status_code == 404
+    cfg = api.get("/cameras/cam-2/config", timeout=30).json()
     assert cfg["camera"]["district"] == "buk-gu" and cfg["shard"]
 
     assert _wait(lambda: _streaming(api, base), 60)
@@ -104,8 +105,8 @@ def test_add_update_transfer_remove_live_without_touching_others(setup: tuple) -
         assert after[cid]["packets"] > before[cid]["packets"]
     assert after["cam-1"]["since_ts"] > before["cam-1"]["since_ts"]
 
-    assert httpx.delete(f"{api}/cameras/cam-new", timeout=60).status_code == 204
-    assert httpx.delete(f"{api}/cameras/cam-new", timeout=60).status_code == 404
+    assert api.delete("/cameras/cam-new", timeout=60).status_code == 204
+    assert api.delete("/cameras/cam-new", timeout=60).status_code == 404
     assert "cam-new" not in _status(api)
 
 
@@ -115,7 +116,8 @@ def test_cli_drives_the_api(setup: tuple, tmp_path: Path) -> None:
     inv.write_text(
         f"id,url,district,loop,decode_mode,nominal_resolution\ncam-cli,{stream},dong-gu,true,keyframe,360p\n"
     )
-    cctv = [sys.executable, "-m", "cluster.cli", "cameras", "--api", api]
+    url, token = str(api.base_url).rstrip("/"), api.headers["authorization"].split()[1]
+    cctv = [sys.executable, "-m", "cluster.cli", "cameras", "--api", url, "--token", token]
     run = lambda *a: subprocess.run([*cctv, *a], capture_output=True, text=True, timeout=120)  # noqa: E731
     out = run("add", str(inv))
     assert out.returncode == 0 and "cam-cli on shard-" in out.stdout, out.stderr
@@ -136,8 +138,7 @@ def test_controller_restart_recovers_assignment_without_touching_streams(setup: 
     rt, stream, api = setup
     ctl = rt.controller
     assert (
-        httpx.post(f"{api}/cameras", json={"id": "cam-live", "url": str(stream), "loop": True}, timeout=60).status_code
-        == 201
+        api.post("/cameras", json={"id": "cam-live", "url": str(stream), "loop": True}, timeout=60).status_code == 201
     )
     ids = [f"cam-{i}" for i in range(4)] + ["cam-live"]
     assert _wait(lambda: _streaming(api, ids), 60)

@@ -137,7 +137,9 @@ def promtool(*args: str | Path, cwd: Path | None = None) -> subprocess.Completed
     return subprocess.run([binary, *map(str, args)], capture_output=True, text=True, timeout=60, cwd=cwd)
 
 
-def cluster_prometheus_config(targets_url: str, rules_file: Path, *, interval_s: int = 1) -> str:
+def cluster_prometheus_config(
+    targets_url: str, rules_file: Path, *, interval_s: int = 1, token_file: Path | None = None
+) -> str:
     """``configs/prometheus/prometheus.yml`` pointed at a test cluster: its API, fast intervals, given rules.
 
     Only the ``cctv`` job is kept (Ray's file_sd file does not exist without its dashboard);
@@ -152,5 +154,7 @@ def cluster_prometheus_config(targets_url: str, rules_file: Path, *, interval_s:
     sd = jobs[0]["http_sd_configs"][0]
     sd["url"] = targets_url
     sd["refresh_interval"] = f"{interval_s}s"
+    if token_file is not None:  # the API's http_sd needs a bearer token (the shipped file points at state/)
+        sd["authorization"]["credentials_file"] = str(token_file)
     cfg["scrape_configs"] = jobs
     return yaml.safe_dump(cfg, sort_keys=False)

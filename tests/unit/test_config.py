@@ -521,3 +521,15 @@ def test_two_configs_for_one_detector_are_refused(tmp_path: Path) -> None:
     bad = write(tmp_path, "bad.yaml", "detector:\n  run_input_size: 801\n")
     with pytest.raises(ConfigError, match="run_input_size"):
         load_config(bad, env={})
+
+
+def test_degenerate_ground_calibration_is_refused_at_load(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "cal.yaml",
+        "cameras:\n  - id: c1\n    url: x.mp4\n    calibration:\n"
+        "      image_points: [[0, 0], [0, 0], [0, 0], [0, 0]]\n"
+        "      ground_points_m: [[0, 0], [10, 0], [10, 10], [0, 10]]\n",
+    )
+    with pytest.raises(ConfigError, match=r"cal.yaml:5.*image_points.*one line"):
+        load_config(path, env={})
