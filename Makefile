@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 
 export RAY_USAGE_STATS_ENABLED ?= 0
 
-.PHONY: run test lint rules-check venv system-deps footage bench clean
+.PHONY: run test lint rules-check venv system-deps footage bench bench-gpu clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -59,6 +59,14 @@ bench: venv footage
 	$(PY) benchmarks/e2e.py --resolution 360p --counts 16 32 48 64 80 --baseline-counts 8 16 24 32
 	@if [ -f benchmarks/api.py ]; then $(PY) benchmarks/api.py; fi
 	$(PY) benchmarks/report.py
+
+# GPU node benchmark (issue 9; no Ray there): bundles the detector from MODELS_DIR (outside the repo,
+# so it cannot travel by itself), two looped streams and the wheels the node lacks (PyAV, pydantic)
+# under $(CACHE)/gpu-bundle, checks the 64 MiB device limit and prints the device `run` call.
+MODELS_DIR ?= ../shared/models
+bench-gpu: venv footage
+	$(PY) benchmarks/gpu/run_all.py prepare --bundle $(CACHE)/gpu-bundle --models-dir $(MODELS_DIR) \
+	  --streams $(CACHE)/streams
 
 clean:
 	rm -rf state .pytest_cache .ruff_cache
