@@ -20,6 +20,8 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "benchmarks" / "results"
+if str(REPO) not in sys.path:  # run as a script: make the repository's packages importable
+    sys.path.insert(0, str(REPO))
 START, END = "<!-- performance:start -->", "<!-- performance:end -->"
 
 
@@ -168,10 +170,18 @@ def _api(lines: list[str]) -> None:
     r = _load("api")
     if r is None:
         return
-    summary = r.get("summary")
-    if isinstance(summary, dict):
-        text = ", ".join(f"{k}: {v}" for k, v in summary.items())
-        lines.append(f"* **Control API** — `benchmarks/api.py` ({_link('api')}, {_machine(r)}): {text}.")
+    parts = []
+    for route, points in r.get("results", {}).items():
+        cells = [
+            f"{p['concurrency']} clients {p['throughput_rps']:.0f} req/s "
+            f"p50 {p['p50_ms']:.0f} / p99 {p['p99_ms']:.0f} ms"
+            for p in points
+        ]
+        parts.append(f"{route}: " + ", ".join(cells))
+    if parts:
+        lines.append(
+            f"* **Control API** — `benchmarks/api.py` ({_link('api')}, {_machine(r)}): " + "; ".join(parts) + "."
+        )
 
 
 def _gpu(lines: list[str]) -> None:
@@ -182,7 +192,30 @@ def _gpu(lines: list[str]) -> None:
     )
 
 
-SECTIONS: tuple[Callable[[list[str]], None], ...] = (_demo, _ingest, _inference, _e2e, _accuracy, _api, _gpu)
+def _plan(lines: list[str]) -> None:
+    """Gwangju sized by ``cctv plan`` from the same result files (inputs traced to them)."""
+    from cluster.plan import PlanInputError, PlanRequest, format_plan, make_plan
+
+    cmd = "cctv plan --cameras 10069 --resolution 360p --fps 15 --analytics-fps 1 --mode keyframe"
+    try:
+        plan = make_plan(
+            PlanRequest(cameras=10_069, resolution="360p", fps=15, analytics_fps=1, mode="keyframe"), RESULTS
+        )
+    except (PlanInputError, OSError, KeyError) as exc:
+        lines.append(f"* **Gwangju sizing** (`{cmd}`): cannot be computed from the results ({exc})")
+        return
+    lines += [
+        "",
+        f"**Gwangju sizing** — `{cmd}` (every measured input names its result file and key; the rest are "
+        "printed as assumptions):",
+        "",
+        "```",
+        format_plan(plan).rstrip(),
+        "```",
+    ]
+
+
+SECTIONS: tuple[Callable[[list[str]], None], ...] = (_demo, _ingest, _inference, _e2e, _accuracy, _api, _gpu, _plan)
 
 
 def block() -> str:
