@@ -17,6 +17,7 @@ from pathlib import Path
 
 import ray
 from ray import serve
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from actors.shard import ShardSettings
 from cluster.controller import CONTROLLER_NAME, RemoteCameraController
@@ -81,9 +82,25 @@ def ensure_controller(cfg: AppConfig, s3: S3Access, state_dir: Path) -> ray.acto
     The config's cameras go to the constructor (not a later call), so a controller that Ray
     restarts knows them too and can tell them apart from the live changes it stored.
     """
+    # On the head node: the control plane must not live on a worker that an autoscaler may remove
+    # or that is lost (it needs no CPU; the head fails with the GCS anyway). A soft affinity is not
+    # enough: Ray placed a soft-pinned zero-CPU actor on a worker in tests.
+    here = NodeAffinitySchedulingStrategy(head_node_id(), soft=False)
     return RemoteCameraController.options(
-        name=CONTROLLER_NAME, namespace=cfg.cluster.namespace, lifetime="detached", get_if_exists=True
+        name=CONTROLLER_NAME,
+        namespace=cfg.cluster.namespace,
+        lifetime="detached",
+        get_if_exists=True,
+        scheduling_strategy=here,
     ).remote(shard_settings(cfg, s3, state_dir), cfg.cluster.num_shards, list(cfg.cameras))
+
+
+def head_node_id() -> str:
+    """The Ray head node's id (the node offering ``node:__internal_head__``), else this process's node."""
+    for node in ray.nodes():
+        if node.get("Alive") and "node:__internal_head__" in node.get("Resources", {}):
+            return str(node["NodeID"])
+    return ray.get_runtime_context().get_node_id()
 
 
 def detector_for(cfg: AppConfig, name: str) -> DetectorConfig:

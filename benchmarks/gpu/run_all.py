@@ -195,7 +195,12 @@ def environment() -> dict[str, Any]:
         "    pass\n"
         "print(json.dumps(out))\n"
     )
-    packages = _sh(f"{sys.executable} -c {json.dumps(probe)}")
+    try:  # no shell: the probe is several lines of Python
+        packages = subprocess.run(
+            [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError) as exc:
+        packages = f"{type(exc).__name__}: {exc}"
     try:
         parsed: Any = json.loads(packages.splitlines()[-1])
     except (ValueError, IndexError):

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import ray
 from ray.cluster_utils import Cluster
+from ray.util.state import list_actors
 
 from actors.camera_state import CameraState
 from cluster.footage import prepare_stream
@@ -78,7 +79,9 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, vtest_path: Path, models_d
 
 
 def _status(rt: Runtime) -> dict:
-    return {s.camera_id: s for s in ray.get(rt.controller.status.remote(), timeout=60)}  # type: ignore[union-attr]
+    # By name: the handle stays valid across a controller restart.
+    ctl = ray.get_actor("cctv-controller", namespace=NS)
+    return {s.camera_id: s for s in ray.get(ctl.status.remote(), timeout=60)}
 
 
 def _all_streaming_since(rt: Runtime, ids: list[str], t0: float, timeout_s: float) -> float | None:
@@ -108,6 +111,10 @@ def test_node_loss_reassigns_within_30_s_and_a_returning_node_takes_its_share(cl
     assert set(per_node) == {w.node_id for w in workers}, per_node.keys()  # cameras on both workers
     assert min(len(v) for v in per_node.values()) >= N_CAMERAS // 3
 
+    # The control plane lives on the head, so losing a worker never takes the controller with it.
+    head = next(n["NodeID"] for n in ray.nodes() if "node:__internal_head__" in n["Resources"])
+    ctl_node = next(a.node_id for a in list_actors(filters=[("name", "=", "cctv-controller")]) if a.state == "ALIVE")
+    assert ctl_node == head
     lost, survivor = workers
     on_lost = per_node[lost.node_id]
     t_kill = time.time()
