@@ -263,6 +263,23 @@ class CameraController:
         except (*SHARD_GONE, ray.exceptions.GetTimeoutError):
             return None
 
+    def _call_all(
+        self, refs: list[ShardRef], method: str, *args: object, timeout_s: float = PING_TIMEOUT_S
+    ) -> dict[str, object | None]:
+        """``method`` on every shard at once; shard id -> answer, None for a dead or too slow shard.
+
+        One shared deadline: a hung shard costs ``timeout_s`` once per call, not once per shard.
+        """
+        if not refs:
+            return {}
+        pending = {getattr(r.actor, method).remote(*args): r.shard_id for r in refs}
+        ready, _ = ray.wait(list(pending), num_returns=len(pending), timeout=timeout_s)
+        out: dict[str, object | None] = dict.fromkeys(pending.values())
+        for obj in ready:
+            with contextlib.suppress(*SHARD_GONE):  # died between answering and being read
+                out[pending[obj]] = ray.get(obj)
+        return out
+
     def _live_ids(self) -> list[str]:
         return sorted(sid for sid, ref in self._shards.items() if ref.live)
 
@@ -332,10 +349,10 @@ class CameraController:
             now = time.time()
             lost: list[str] = []
             restarted: list[str] = []
-            for ref in list(self._shards.values()):
-                if not ref.live:
-                    continue
-                inc = self._call(ref, "incarnation")
+            live = [r for r in self._shards.values() if r.live]
+            answers = self._call_all(live, "incarnation")
+            for ref in live:
+                inc = answers[ref.shard_id]
                 if inc is not None:
                     if ref.incarnation is not None and inc != ref.incarnation:
                         restarted.append(ref.shard_id)
@@ -482,12 +499,7 @@ class CameraController:
         """One answer per live shard that answered (a lost shard is skipped, not an error)."""
         with self._lock:
             refs = [r for r in self._shards.values() if r.live]
-        out = []
-        for ref in refs:
-            part = self._call(ref, method, *args, timeout_s=10.0)
-            if part is not None:
-                out.append(part)
-        return out
+        return [part for part in self._call_all(refs, method, *args, timeout_s=10.0).values() if part is not None]
 
     def status(self) -> list[CameraStatus]:
         out: list[CameraStatus] = [s for part in self._gather("status") for s in part]  # type: ignore[attr-defined]
