@@ -23,7 +23,7 @@ from ray import serve
 
 from actors import metrics as m
 from actors.analytics.events import EventTransition
-from actors.analytics.registry import build_frame_rules, build_rules
+from actors.analytics.registry import build_camera_rules
 from actors.backpressure import DropQueue
 from actors.camera_state import CameraState, CameraStatus
 from actors.packets import EncodedPacket, PacketRing, StreamInfo
@@ -100,8 +100,7 @@ class _Camera:
         self.cfg = cfg
         self.stream = stream
         self.ring = ring
-        self.rules = build_rules(cfg)
-        self.frame_rules = build_frame_rules(cfg)
+        self.rules, self.frame_rules = build_camera_rules(cfg)  # a fused fire rule is in both
         # A camera watched only by frame rules (water level, fire) needs no detector.
         self.needs_detector = bool(self.rules) or not self.frame_rules
         self.lock = threading.Lock()

@@ -254,6 +254,14 @@ def _keys(st: object) -> tuple[str, str]:
     return os.environ[st.access_key_env], os.environ[st.secret_key_env]  # type: ignore[attr-defined]
 
 
+def _class_list(text: str) -> list[str]:
+    """``fire,smoke`` -> ``["fire", "smoke"]`` (names trimmed; none may be empty)."""
+    names = [n.strip() for n in text.split(",")]
+    if not all(names):
+        raise argparse.ArgumentTypeError(f"--classes {text!r} has an empty class name")
+    return names
+
+
 def cmd_models(args: argparse.Namespace) -> int:
     from cluster.models import push_model
     from storage.model_store import ModelRegistryError
@@ -269,7 +277,9 @@ def cmd_models(args: argparse.Namespace) -> int:
     try:
         store.ensure_bucket()
         if args.models_command == "push":
-            m = push_model(store, args.file, name=args.name, version=args.version, licence=args.licence)
+            m = push_model(
+                store, args.file, name=args.name, version=args.version, licence=args.licence, classes=args.classes
+            )
             print(
                 f"pushed {m.ref}: {m.size_bytes} bytes, sha256 {m.sha256}, input {m.input_size}px, "
                 f"{len(m.classes)} classes, licence {m.licence}"
@@ -330,6 +340,13 @@ def build_parser() -> argparse.ArgumentParser:
     push.add_argument("--name", required=True)
     push.add_argument("--version", required=True)
     push.add_argument("--licence", default=None, help="SPDX id (default: read the LICENSE beside the file)")
+    push.add_argument(
+        "--classes",
+        type=_class_list,
+        default=None,
+        help="class names in the order of the model's class scores, comma-separated (e.g. fire,smoke); "
+        "required unless the model has 80 (COCO) or 1 (person) classes",
+    )
     lst = msub.add_parser("list", help="list models and versions")
     lst.add_argument("--name", default=None)
     for p_ in (push, lst):

@@ -25,7 +25,7 @@ from ray import serve
 from actors.shard import ShardStats
 from cluster.controller import CONTROLLER_NAME
 from cluster.deploy import DeployError, ensure_controller, external_s3, model_registry
-from cluster.models import seed_registry
+from cluster.models import fire_smoke_model_problems, seed_registry
 from configs.schema import AppConfig, CameraConfig
 from serve_apps.api.app import API_APP, build_api_app
 from serve_apps.api.auth import TokenSpecError, resolve_access
@@ -203,6 +203,10 @@ class Runtime:
         for det in self.cfg.all_detectors():
             if det.model_version is not None:
                 seed_registry(store, Path(det.models_dir), [(det.model_name, det.model_version)])
+        # A learned fire/smoke source needs its model's classes, which only the manifests tell.
+        problems = fire_smoke_model_problems(self.cfg, store.get_manifest)
+        if problems:
+            raise StartupError("; ".join(problems))
         return registry
 
     def _start_ray(self, state: Path) -> bool:

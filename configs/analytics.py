@@ -7,7 +7,7 @@ validated at load like the rest of the configuration (see :mod:`configs.schema`)
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -144,8 +144,84 @@ class WaterGaugeConfig(_Model):
         return self
 
 
+FireSmokeSource = Literal["classic", "learned", "fused"]
+"""Where a camera's fire and smoke scores come from (see :class:`FireSmokeConfig`)."""
+
+
+def _check_labels(field: str, labels: list[str]) -> list[str]:
+    if not labels:
+        raise ValueError(f"{field} is empty: give at least one class name of the fire/smoke model")
+    for i, label in enumerate(labels):
+        if not label.strip():
+            raise ValueError(f"{field}[{i}] {label!r} is blank: class names must be non-empty")
+    dupes = sorted({label for label in labels if labels.count(label) > 1})
+    if dupes:
+        raise ValueError(f"{field} lists {', '.join(repr(d) for d in dupes)} more than once")
+    return labels
+
+
+class LearnedFireSmokeConfig(_Model):
+    """How a learned fire/smoke detector's detections become fire and smoke scores.
+
+    The detector is the one serving the camera's purpose (``purpose_detectors.<purpose>``, else
+    ``detector``); its class names are the model registry manifest's ``classes``. Labels are matched
+    exactly (case included). A learned score is the highest score of the detections of those labels
+    whose box centre lies in the camera's ``roi`` (anywhere when there is none), 0 when there is none.
+    """
+
+    fire_labels: list[str] = Field(
+        default_factory=lambda: ["fire", "flame"], description="Model classes that count as fire (exact names)."
+    )
+    smoke_labels: list[str] = Field(
+        default_factory=lambda: ["smoke"], description="Model classes that count as smoke (exact names)."
+    )
+    min_score: float = Field(
+        default=0.3, ge=0, lt=1, description="Detections scoring below this are ignored (not fire/smoke evidence)."
+    )
+    max_age_s: float = Field(
+        default=3.0,
+        gt=0,
+        description="source fused only: a learned score is combined with the classic one on the frames at most "
+        "this many seconds (capture time) after the frame it was detected on; older, it is ignored.",
+    )
+
+    @field_validator("fire_labels")
+    @classmethod
+    def _fire_labels(cls, v: list[str]) -> list[str]:
+        return _check_labels("fire_labels", v)
+
+    @field_validator("smoke_labels")
+    @classmethod
+    def _smoke_labels(cls, v: list[str]) -> list[str]:
+        return _check_labels("smoke_labels", v)
+
+    @model_validator(mode="after")
+    def _disjoint(self) -> LearnedFireSmokeConfig:
+        both = sorted(set(self.fire_labels) & set(self.smoke_labels))
+        if both:
+            raise ValueError(
+                f"{', '.join(repr(b) for b in both)} is in both fire_labels and smoke_labels: one detection "
+                "would count as fire and as smoke"
+            )
+        return self
+
+
 class FireSmokeConfig(_Model):
-    """Classic fire (flame colour + flicker) and smoke (growing low-saturation regions) detection."""
+    """Fire and smoke events of a camera, scored by the classic cues, a learned detector, or both.
+
+    ``source``:
+
+    * ``classic`` (default): flame colour + flicker and growing low-saturation regions on each sampled
+      frame, on the shard's CPU (:mod:`actors.analytics.fire`); no detector needed.
+    * ``learned``: only the detections of a fire/smoke model (``learned``); the classic scorer does not run.
+    * ``fused``: per sampled frame, the higher of the classic score and the latest learned score still
+      younger than ``learned.max_age_s`` (detections come back after their frame).
+
+    ``learned`` and ``fused`` need a detector that knows fire/smoke classes routed to the camera's
+    purpose (``purpose_detectors.<purpose>``); the configuration refuses the stock COCO/person
+    detectors. When ``learned`` is omitted for those sources its defaults apply.
+    The thresholds and the life cycle apply to whichever score drives the events.
+    """
 
     fire: bool = True
     smoke: bool = True
@@ -154,3 +230,26 @@ class FireSmokeConfig(_Model):
     smoke_score_threshold: float = Field(default=0.5, gt=0, lt=1)
     # The scorer already takes a 2.5 s median, so 2 s of persistence on top opens within ~3-7 s.
     lifecycle: Lifecycle = Field(default_factory=lambda: Lifecycle(min_duration_s=2.0, cooldown_s=10.0))
+    source: FireSmokeSource = Field(
+        default="classic", description="classic cues, a learned detector's detections, or the higher of both."
+    )
+    learned: LearnedFireSmokeConfig | None = Field(
+        default=None, description="Settings of the learned source (defaults when source is learned or fused)."
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_learned(cls, data: Any) -> Any:
+        """``source: learned`` or ``fused`` without ``learned:`` gets the default learned settings."""
+        if isinstance(data, dict) and data.get("source") in ("learned", "fused") and data.get("learned") is None:
+            return {**data, "learned": {}}
+        return data
+
+    @model_validator(mode="after")
+    def _learned_only_when_used(self) -> FireSmokeConfig:
+        if self.source == "classic" and self.learned is not None:
+            raise ValueError(
+                "learned settings are given but source is 'classic', which ignores them: set source to "
+                "'learned' or 'fused', or remove learned"
+            )
+        return self

@@ -121,6 +121,21 @@ class CameraConfig(_Model):
             raise ValueError(f"duplicate zone names {dupes}")
         return self
 
+    @model_validator(mode="after")
+    def _fused_fire_smoke_keeps_up(self) -> CameraConfig:
+        """In fused mode a frame's detections come back after it, so they are first combined with the next
+        sampled frame: a ``max_age_s`` under the sampling interval would ignore every learned score."""
+        fs = self.fire_smoke
+        if fs is not None and fs.source == "fused" and fs.learned is not None:
+            interval_s = 1.0 / self.analytics_fps
+            if fs.learned.max_age_s < interval_s:
+                raise ValueError(
+                    f"fire_smoke.learned.max_age_s {fs.learned.max_age_s} is shorter than the sampling interval "
+                    f"{interval_s:g} s (analytics_fps {self.analytics_fps:g}): every learned score would be stale "
+                    "by the next frame; raise max_age_s"
+                )
+        return self
+
 
 class AutoscalingConfig(_Model):
     """Serve autoscaling of detector replicas (replaces ``num_replicas`` when given)."""
@@ -202,6 +217,33 @@ class DetectorConfig(_Model):
     def serve_input_size(self) -> int:
         """Square side frames are letterboxed to for this detector."""
         return self.run_input_size or self.input_size
+
+
+STOCK_DETECTORS: dict[str, str] = {
+    "yolox_nano": "the stock COCO detector (80 COCO classes, no fire or smoke)",
+    "person_lwpd": "the stock person detector (class person only)",
+}
+"""Model names of the detectors shipped in ``models_dir`` (and seeded into the registry from it): their classes
+are known without opening them, and none is fire or smoke."""
+
+
+def fire_smoke_detector_problem(det: DetectorConfig) -> str | None:
+    """Why ``det`` certainly cannot feed a learned fire/smoke score, or None when it may.
+
+    Knowable from the configuration alone: a model loaded from ``models_dir`` (no ``model_version``) gets its
+    class names from its class count only (80: COCO, 1: person; the loader refuses any other count), and the
+    stock model names are COCO/person models. A registry model of another name carries its classes in its
+    manifest, which is only readable once the registry is up (checked at start:
+    :func:`cluster.models.fire_smoke_model_problems`).
+    """
+    if det.model_name in STOCK_DETECTORS:
+        return f"{det.model_name!r} is {STOCK_DETECTORS[det.model_name]}"
+    if det.model_version is None:
+        return (
+            f"{det.model_name!r} is loaded from models_dir without model_version, so its class names can only "
+            "be COCO's or 'person'"
+        )
+    return None
 
 
 def default_evidence_bucket(bucket: str) -> str:
@@ -382,4 +424,21 @@ class AppConfig(_Model):
                 raise ValueError(f"duplicate camera id {cam.id!r}")
             seen.add(cam.id)
         self.all_detectors()
+        for cam in self.cameras:
+            fs = cam.fire_smoke
+            if fs is None or fs.source == "classic":
+                continue
+            why = fire_smoke_detector_problem(self.detector_for(cam.purpose))
+            if why is not None:
+                routed = (
+                    f"purpose_detectors.{cam.purpose}"
+                    if cam.purpose in self.purpose_detectors
+                    else f"the default detector (no purpose_detectors.{cam.purpose})"
+                )
+                raise ValueError(
+                    f"camera {cam.id!r}: fire_smoke.source {fs.source!r} needs a fire/smoke detector, but purpose "
+                    f"{cam.purpose!r} is served by {routed}: {why}. Push a fire/smoke model "
+                    "(cctv models push FILE --name NAME --version V --classes ...) and route "
+                    f"purpose_detectors.{cam.purpose} to it, or set fire_smoke.source to 'classic'"
+                )
         return self

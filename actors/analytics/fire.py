@@ -1,4 +1,4 @@
-"""Fire and smoke on sampled CCTV frames: classic colour and dynamics cues, no learned model.
+"""Fire and smoke on sampled CCTV frames: classic colour and dynamics cues, a learned detector's detections, or both.
 
 Why classic: no permissively licensed, packaged fire/smoke model exists, and the control centre needs a flag within
 seconds on every camera, so the detector runs on the decoder shard's CPU for each sampled frame (about 2 ms,
@@ -31,20 +31,28 @@ past is made against the sample about one second earlier (``compare_gap_s``), so
 
 Grayscale frames (or colour frames without chroma) can never be fire: the flame test needs saturated red-yellow
 pixels. ``benchmarks/eval_fire.py`` measures the rule on real footage and lists what fools it.
+
+**A learned model instead, or as well** (``FireSmokeConfig.source``). When an operator has a fire/smoke detector
+(pushed to the model registry with its class names, served for the camera's purpose), ``learned`` drives the
+events from its detections only (:func:`learned_scores`; the classic scorer does not run) and ``fused`` takes,
+per sampled frame, the higher of the classic score and the latest learned score not older than ``max_age_s``.
+Either way one ``fire`` and one ``smoke`` life cycle per camera, so a fire seen by both never gives two events.
 """
 
 from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
 from actors.analytics.events import EventLifecycle, EventTransition
-from configs.analytics import FireSmokeConfig
+from actors.analytics.zones import points_in_polygon
+from configs.analytics import FireSmokeConfig, LearnedFireSmokeConfig
+from serve_apps.detector.types import Detection
 
 Point = tuple[float, float]
 
@@ -533,53 +541,161 @@ class FireSmokeScorer:
         return area, churn
 
 
+@dataclass(frozen=True, slots=True)
+class LearnedScores:
+    """What a learned fire/smoke detector saw in one frame.
+
+    Attributes:
+        ts: Capture time of the frame the detections are of.
+        fire: Highest score of the counted fire detections (0 when none).
+        smoke: Highest score of the counted smoke detections (0 when none).
+        fire_label: Class of the best fire detection (None when none).
+        smoke_label: Class of the best smoke detection (None when none).
+    """
+
+    ts: float
+    fire: float = 0.0
+    smoke: float = 0.0
+    fire_label: str | None = None
+    smoke_label: str | None = None
+
+
+def learned_scores(
+    ts: float, detections: Iterable[Detection], cfg: LearnedFireSmokeConfig, roi: Sequence[Point] | None = None
+) -> LearnedScores:
+    """Fire and smoke scores from a detector's detections (boxes in frame pixels).
+
+    A detection counts when its label is one of ``cfg.fire_labels`` (or ``smoke_labels``), its score is at least
+    ``cfg.min_score`` and, with an ``roi``, its box centre lies inside it.
+    """
+    fire_labels, smoke_labels = set(cfg.fire_labels), set(cfg.smoke_labels)
+    dets = [d for d in detections if d.score >= cfg.min_score and (d.label in fire_labels or d.label in smoke_labels)]
+    if dets and roi is not None:
+        centres = np.asarray([((d.box[0] + d.box[2]) / 2.0, (d.box[1] + d.box[3]) / 2.0) for d in dets])
+        dets = [d for d, inside in zip(dets, points_in_polygon(centres, roi), strict=True) if inside]
+    fire = max((d for d in dets if d.label in fire_labels), key=lambda d: d.score, default=None)
+    smoke = max((d for d in dets if d.label in smoke_labels), key=lambda d: d.score, default=None)
+    return LearnedScores(
+        ts,
+        fire=float(fire.score) if fire is not None else 0.0,
+        smoke=float(smoke.score) if smoke is not None else 0.0,
+        fire_label=fire.label if fire is not None else None,
+        smoke_label=smoke.label if smoke is not None else None,
+    )
+
+
 class FireSmokeRule:
-    """Fire and smoke events of one camera (a :class:`~actors.analytics.registry.FrameRule`).
+    """Fire and smoke events of one camera: a :class:`~actors.analytics.registry.FrameRule` and, unless the
+    source is classic, a :class:`~actors.analytics.registry.DetectionRule` too (one instance in both lists).
 
     Two event life cycles, ``fire`` (severity critical) and ``smoke`` (warning), unit ``score``: an event opens when
     the score has stayed at or over its threshold for ``min_duration_s`` and closes after ``cooldown_s`` under it.
-    Feed it every sampled frame. It is designed for 1-2 fps (see the module docstring); at 0.5 fps fire still works
-    but smoke loses margin (people moving 2 s apart start to look like churn on a plain floor).
+    By ``cfg.source``:
+
+    * ``classic``: feed it every sampled frame (:meth:`update_frame`). It is designed for 1-2 fps (see the module
+      docstring); at 0.5 fps fire still works but smoke loses margin (people moving 2 s apart start to look like
+      churn on a plain floor). :meth:`update` does nothing.
+    * ``learned``: feed it the detector's detections of each analysed frame (:meth:`update`), which drive the
+      events; :meth:`update_frame` does nothing (no classic scoring).
+    * ``fused``: both. :meth:`update` only keeps the latest learned scores; :meth:`update_frame` drives the events
+      with, per score, the higher of the classic one and the learned one when that is at most ``max_age_s`` older
+      than the frame. Detections of a frame arrive after it, so a learned score first counts on the next frame.
+
+    The event ``detail`` names the source of the score that drove the frame ("learned detector: fire 0.83" or
+    the classic description).
     """
 
     def __init__(self, camera_id: str, cfg: FireSmokeConfig) -> None:
         self.camera_id = camera_id
         self.cfg = cfg
-        self.scorer = FireSmokeScorer(cfg.roi, fire=cfg.fire, smoke=cfg.smoke)
+        self.source = cfg.source
+        if cfg.source != "classic" and cfg.learned is None:
+            raise ValueError(f"fire_smoke.source {cfg.source!r} without learned settings")
+        self.learned_cfg = cfg.learned
+        # The classic scorer is not even built for a learned-only camera: it would cost memory for nothing.
+        self.scorer = FireSmokeScorer(cfg.roi, fire=cfg.fire, smoke=cfg.smoke) if cfg.source != "learned" else None
         self.fire_events = EventLifecycle(camera_id, "fire", None, cfg.lifecycle, unit="score")
         self.smoke_events = EventLifecycle(camera_id, "smoke", None, cfg.lifecycle, unit="score")
         self.last_scores: FireSmokeScores | None = None
+        self.last_learned: LearnedScores | None = None
+
+    @property
+    def uses_frames(self) -> bool:
+        """Whether it must be fed decoded frames (classic and fused)."""
+        return self.source != "learned"
+
+    @property
+    def uses_detections(self) -> bool:
+        """Whether it must be fed the detector's output (learned and fused)."""
+        return self.source != "classic"
 
     @property
     def active_event_ids(self) -> dict[str, str | None]:
         return {"fire": self.fire_events.active_event_id, "smoke": self.smoke_events.active_event_id}
 
     def update_frame(self, ts: float, image: np.ndarray) -> list[EventTransition]:
+        if self.scorer is None:
+            return []  # learned: the detections drive the events
         s = self.scorer.score(ts, image)
         self.last_scores = s
+        fire_detail = f"flickering flame over {s.fire_area_frac:.2%} of the view"
+        smoke_detail = f"smoke region over {s.smoke_area_frac:.1%} of the view"
+        if self.source == "classic":
+            return self._feed(ts, s.fire, fire_detail, s.smoke, smoke_detail)
+        fire, smoke = (s.fire, fire_detail), (s.smoke, smoke_detail)
+        learned = self.last_learned
+        if learned is not None and self.learned_cfg is not None and ts - learned.ts <= self.learned_cfg.max_age_s:
+            if learned.fire > s.fire:
+                fire = (learned.fire, _learned_detail(learned.fire_label, learned.fire))
+            if learned.smoke > s.smoke:
+                smoke = (learned.smoke, _learned_detail(learned.smoke_label, learned.smoke))
+        return self._feed(ts, *fire, *smoke)
+
+    def update(self, ts: float, detections: Iterable[Detection]) -> list[EventTransition]:
+        """The detector's detections of the frame captured at ``ts`` (boxes in frame pixels)."""
+        if self.learned_cfg is None:
+            return []  # classic: detections are not this rule's input
+        if self.last_learned is not None and ts < self.last_learned.ts:
+            return []  # a late result: a newer one is already in
+        s = learned_scores(ts, detections, self.learned_cfg, self.cfg.roi)
+        self.last_learned = s
+        if self.source != "learned":
+            return []  # fused: the next sampled frame combines it with the classic score
+        return self._feed(
+            ts, s.fire, _learned_detail(s.fire_label, s.fire), s.smoke, _learned_detail(s.smoke_label, s.smoke)
+        )
+
+    def _feed(self, ts: float, fire: float, fire_detail: str, smoke: float, smoke_detail: str) -> list[EventTransition]:
         out: list[EventTransition] = []
         if self.cfg.fire:
             thr = self.cfg.fire_score_threshold
             out += self.fire_events.update(
                 ts,
-                s.fire >= thr,
-                value=round(s.fire, 3),
+                fire >= thr,
+                value=round(fire, 3),
                 severity="critical",
                 threshold=thr,
-                detail=f"flickering flame over {s.fire_area_frac:.2%} of the view",
+                detail=fire_detail,
             )
         if self.cfg.smoke:
             thr = self.cfg.smoke_score_threshold
             out += self.smoke_events.update(
                 ts,
-                s.smoke >= thr,
-                value=round(s.smoke, 3),
+                smoke >= thr,
+                value=round(smoke, 3),
                 severity="warning",
                 threshold=thr,
-                detail=f"smoke region over {s.smoke_area_frac:.1%} of the view",
+                detail=smoke_detail,
             )
         return out
 
     def close(self, ts: float) -> list[EventTransition]:
-        self.scorer.reset()
+        """Close open events and forget the past (idempotent: a rule in both of a camera's lists is closed twice)."""
+        if self.scorer is not None:
+            self.scorer.reset()
+        self.last_learned = None
         return self.fire_events.close(ts) + self.smoke_events.close(ts)
+
+
+def _learned_detail(label: str | None, score: float) -> str:
+    return f"learned detector: {label} {score:.2f}" if label is not None else "learned detector: nothing"

@@ -3,12 +3,14 @@
 Two kinds of rule: detection rules consume the detector's output for a frame
 (:class:`DetectionRule`), frame rules consume the decoded frame itself
 (:class:`FrameRule`: water level, fire and smoke, which need pixels, not boxes).
+A fire/smoke rule fed by a learned detector is a detection rule too: :func:`build_camera_rules`
+puts the same instance in both lists (``fused``) or only in the detection list (``learned``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import numpy as np
 
@@ -34,25 +36,49 @@ class FrameRule(Protocol):
     def close(self, ts: float) -> list[EventTransition]: ...
 
 
-def build_rules(cam: CameraConfig) -> list[DetectionRule]:
-    """The detection rules of a camera's zones."""
+class CameraRules(NamedTuple):
+    """A camera's rules, by what feeds them (unpacks as ``detection, frame``).
+
+    One rule object may be in both lists (a fused fire/smoke rule): close each distinct object once, or rely on
+    ``close`` being idempotent, as every rule's is.
+    """
+
+    detection: list[DetectionRule]
+    frame: list[FrameRule]
+
+
+def build_camera_rules(cam: CameraConfig) -> CameraRules:
+    """All the rules of a camera, each built once."""
     ground = GroundPlane(cam.calibration) if cam.calibration is not None else None
-    rules: list[DetectionRule] = []
+    detection: list[DetectionRule] = []
     for zone in cam.zones:
         if zone.crowd_threshold_people is not None:
-            rules.append(CrowdRule(cam.id, zone))
+            detection.append(CrowdRule(cam.id, zone))
         if zone.crowd_density is not None:
-            rules.append(CrowdDensityRule(cam.id, zone, zone.crowd_density, ground))
+            detection.append(CrowdDensityRule(cam.id, zone, zone.crowd_density, ground))
         if zone.intrusion is not None:
-            rules.append(IntrusionRule(cam.id, zone, zone.intrusion, cam.timezone))
+            detection.append(IntrusionRule(cam.id, zone, zone.intrusion, cam.timezone))
         if zone.loitering is not None:
-            rules.append(LoiteringRule(cam.id, zone, zone.loitering, cam.timezone))
-    return rules
+            detection.append(LoiteringRule(cam.id, zone, zone.loitering, cam.timezone))
+    frame: list[FrameRule] = [WaterLevelRule(cam.id, g) for g in cam.water_gauges]
+    if cam.fire_smoke is not None:
+        fire = FireSmokeRule(cam.id, cam.fire_smoke)
+        if fire.uses_detections:
+            detection.append(fire)
+        if fire.uses_frames:
+            frame.append(fire)
+    return CameraRules(detection, frame)
+
+
+def build_rules(cam: CameraConfig) -> list[DetectionRule]:
+    """The detection rules of a camera (a learned fire/smoke rule included).
+
+    Built afresh on each call: a caller that also needs the frame rules uses :func:`build_camera_rules`, so that a
+    fused fire/smoke rule is one object fed by both.
+    """
+    return build_camera_rules(cam).detection
 
 
 def build_frame_rules(cam: CameraConfig) -> list[FrameRule]:
-    """The rules that look at a camera's decoded frames."""
-    rules: list[FrameRule] = [WaterLevelRule(cam.id, g) for g in cam.water_gauges]
-    if cam.fire_smoke is not None:
-        rules.append(FireSmokeRule(cam.id, cam.fire_smoke))
-    return rules
+    """The rules that look at a camera's decoded frames (built afresh, see :func:`build_rules`)."""
+    return build_camera_rules(cam).frame

@@ -26,7 +26,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
 
-from actors.analytics.registry import build_frame_rules, build_rules
+from actors.analytics.registry import build_camera_rules
 from configs.loader import redact_url
 from configs.schema import CAMERA_ID_PATTERN, ApiConfig, CameraConfig, StorageConfig
 from serve_apps.api import auth
@@ -128,8 +128,7 @@ def _check_analytics(cam: CameraConfig) -> None:
         HTTPException: 422 with the reason.
     """
     try:
-        build_rules(cam)
-        build_frame_rules(cam)
+        build_camera_rules(cam)
     except ValueError as exc:
         raise HTTPException(status_code=422, detail=f"camera {cam.id!r}: analytics not usable: {exc}") from None
 
