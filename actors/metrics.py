@@ -13,11 +13,21 @@ from prometheus_client import Counter, Gauge, Histogram
 from actors.camera_state import CameraState, CameraStatus
 
 LATENCY_BUCKETS_S = (0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
+STAGE_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, *LATENCY_BUCKETS_S[1:])
+FRAME_STAGES = ("decode", "frame_rules", "queue", "preprocess", "detector_call", "rules")
+"""The stages of an analysed frame, in order; their means add up to the mean of ``cctv_e2e_latency_seconds``
+(less the motion gate and hand-offs between threads, which no stage times)."""
 
 PACKETS = Counter("cctv_packets_demuxed_total", "Compressed packets demuxed from camera streams.", ["shard"])
 STREAM_BYTES = Counter("cctv_stream_bytes_total", "Compressed bytes received from camera streams.", ["shard"])
 FRAMES_DECODED = Counter(
     "cctv_frames_decoded_total", "Frames decoded (keyframe mode decodes keyframes only).", ["shard"]
+)
+DECODE_SECONDS = Counter(
+    "cctv_decode_seconds_total",
+    "CPU seconds camera threads spent in the decoder and the BGR conversion (divide by frames decoded for the "
+    "cost of one frame).",
+    ["shard"],
 )
 FRAMES_SAMPLED = Counter("cctv_frames_sampled_total", "Decoded frames chosen by the sampler for analysis.", ["shard"])
 FRAMES_DROPPED = Counter(
@@ -46,6 +56,14 @@ DETECT_CALL_LATENCY = Histogram(
     "Round trip of one detector call (a list of frames) through the Serve handle, seen by the shard.",
     ["shard"],
     buckets=LATENCY_BUCKETS_S,
+)
+FRAME_STAGE = Histogram(
+    "cctv_frame_stage_seconds",
+    "Where an analysed frame's time goes, by stage: decode (packet received to BGR image ready), frame_rules "
+    "(water, fire on pixels), queue (waiting for a detector worker), preprocess (letterbox), detector_call "
+    "(Serve round trip of the frame's list), rules (detections applied).",
+    ["shard", "stage"],
+    buckets=STAGE_BUCKETS_S,
 )
 FRAMES_PER_CALL = Histogram(
     "cctv_detector_call_frames",

@@ -9,6 +9,7 @@ the clip recorder.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import threading
@@ -170,7 +171,7 @@ class DecoderShard:
         for w in self._workers:
             w.start()
         self._metrics_thread = threading.Thread(target=self._metrics_loop, name="metrics", daemon=True)
-        self._last_counts: dict[str, tuple[int, ...]] = {}
+        self._last_counts: dict[str, tuple[float, ...]] = {}
         self._camera_series = m.CameraSeries()
         self._metrics_thread.start()
         log.info("shard %s up, metrics at %s", self.shard_id, self.metrics_address)
@@ -336,18 +337,23 @@ class DecoderShard:
         if cam is None:
             return
         cam.last_frame = frame
+        stage = m.FRAME_STAGE
+        if frame.ready_ts:
+            stage.labels(self.shard_id, "decode").observe(max(frame.ready_ts - frame.capture_ts, 0.0))
         if cam.frame_rules:
             # On the camera thread: these rules look at pixels, cheaply, at the analytics rate.
+            t0 = time.perf_counter()
             with cam.lock:
                 transitions = [t for r in cam.frame_rules for t in r.update_frame(frame.capture_ts, frame.image)]
             for t in transitions:
                 self._emit(t)
+            stage.labels(self.shard_id, "frame_rules").observe(time.perf_counter() - t0)
         if not cam.needs_detector:
             return
         if frame.static:
             self._apply_static(frame)
             return
-        dropped = self._queue.put(frame)
+        dropped = self._queue.put(dataclasses.replace(frame, enqueued_ts=time.time()))
         if dropped is not None:
             self._count_drop(dropped.camera_id, f"queue_full_{self._queue.policy}")
 
@@ -389,15 +395,22 @@ class DecoderShard:
 
     def _detect_group(self, app_name: str, frames: list[SampledFrame]) -> None:
         det = self._detector_of(frames[0].camera_id)
-        reqs = [
-            DetectRequest(
-                camera_id=f.camera_id,
-                frame_seq=f.frame_seq,
-                capture_ts=f.capture_ts,
-                letterboxed=letterbox(f.image, det.serve_input_size),
+        stage = m.FRAME_STAGE
+        taken_ts = time.time()
+        reqs: list[DetectRequest] = []
+        for f in frames:
+            if f.enqueued_ts:
+                stage.labels(self.shard_id, "queue").observe(max(taken_ts - f.enqueued_ts, 0.0))
+            t_pre = time.perf_counter()
+            reqs.append(
+                DetectRequest(
+                    camera_id=f.camera_id,
+                    frame_seq=f.frame_seq,
+                    capture_ts=f.capture_ts,
+                    letterboxed=letterbox(f.image, det.serve_input_size),
+                )
             )
-            for f in frames
-        ]
+            stage.labels(self.shard_id, "preprocess").observe(time.perf_counter() - t_pre)
         with self._in_flight_lock:
             self._in_flight += 1
         t0 = time.perf_counter()
@@ -421,8 +434,12 @@ class DecoderShard:
         finally:
             with self._in_flight_lock:
                 self._in_flight -= 1
-        m.DETECT_CALL_LATENCY.labels(self.shard_id).observe(time.perf_counter() - t0)
+        call_s = time.perf_counter() - t0
+        m.DETECT_CALL_LATENCY.labels(self.shard_id).observe(call_s)
         m.FRAMES_PER_CALL.labels(self.shard_id).observe(len(frames))
+        call_stage = stage.labels(self.shard_id, "detector_call")
+        for _ in frames:
+            call_stage.observe(call_s)  # every frame of the list waited the whole call
         for result in results:
             self._on_result(result)
 
@@ -431,6 +448,7 @@ class DecoderShard:
         if cam is None:
             return  # removed while the request was in flight
         self._batch_sizes[result.batch_size] = self._batch_sizes.get(result.batch_size, 0) + 1
+        t0 = time.perf_counter()
         with cam.lock:
             cam.stream.detections_received += 1
             cam.last_detections = result.detections
@@ -438,6 +456,7 @@ class DecoderShard:
             transitions = [t for rule in cam.rules for t in rule.update(result.capture_ts, result.detections)]
         for t in transitions:
             self._emit(t)
+        m.FRAME_STAGE.labels(self.shard_id, "rules").observe(time.perf_counter() - t0)
         labels: dict[str, int] = {}
         for d in result.detections:
             labels[d.label] = labels.get(d.label, 0) + 1
@@ -485,8 +504,8 @@ class DecoderShard:
     def _flush_counters(self, cid: str, cam: _Camera) -> None:
         """Add what a camera's counters gained since the last flush to the shard's Prometheus counters."""
         shard, c = self.shard_id, cam.stream.counters
-        cur = (c.packets, c.bytes, c.frames_decoded, c.frames_sampled, c.reconnects, c.decode_errors)
-        prev = self._last_counts.get(cid, (0, 0, 0, 0, 0, 0))
+        cur = (c.packets, c.bytes, c.frames_decoded, c.frames_sampled, c.reconnects, c.decode_errors, c.decode_s)
+        prev = self._last_counts.get(cid, (0, 0, 0, 0, 0, 0, 0.0))
         self._last_counts[cid] = cur
         d = [max(a - b, 0) for a, b in zip(cur, prev, strict=True)]
         m.PACKETS.labels(shard).inc(d[0])
@@ -495,6 +514,7 @@ class DecoderShard:
         m.FRAMES_SAMPLED.labels(shard).inc(d[3])
         m.RECONNECTS.labels(shard).inc(d[4])
         m.DECODE_ERRORS.labels(shard).inc(d[5])
+        m.DECODE_SECONDS.labels(shard).inc(d[6])
 
     def _sync_metrics(self) -> None:
         """Publish counters as deltas of the streams' own counters (no Prometheus in the hot path)."""

@@ -41,6 +41,10 @@ class SampledFrame:
     capture_ts: float
     image: np.ndarray  # BGR, frame resolution
     static: bool = False  # the motion gate saw no change since the last analysed frame
+    ready_ts: float = 0.0
+    """Wall-clock time the BGR image was ready (``ready_ts - capture_ts`` is the decode stage)."""
+    enqueued_ts: float = 0.0
+    """Wall-clock time the shard queued it for the detector (set by the shard)."""
 
 
 @dataclass(slots=True)
@@ -54,6 +58,9 @@ class StreamCounters:
     frames_sampled: int = 0
     decode_errors: int = 0
     reconnects: int = 0
+    decode_s: float = 0.0
+    """CPU seconds (this thread's) spent in the decoder and the BGR conversion: the decode stage's cost, not
+    its wait, so that it stays true on a busy machine."""
 
 
 def is_file_source(url: str) -> bool:
@@ -331,6 +338,7 @@ class CameraStream:
             self.last_packet_ts = now
             if keyframe_only and not packet.is_keyframe:
                 continue  # never hand a non-key packet to the decoder
+            t_dec = time.thread_time()
             try:
                 frames = codec.decode(packet)
             except av.error.InvalidDataError:
@@ -341,6 +349,7 @@ class CameraStream:
                     raise
                 continue
             bad_in_a_row = 0
+            c.decode_s += time.thread_time() - t_dec
             for frame in frames:
                 c.frames_decoded += 1
                 if (frame.width, frame.height) != (self.info.width, self.info.height):  # type: ignore[union-attr]
@@ -355,11 +364,19 @@ class CameraStream:
                 self._next_sample_t = max(self._next_sample_t + interval_s, frame_t + interval_s * 0.5)
                 c.frames_sampled += 1
                 self._frame_seq += 1
+                t_conv = time.thread_time()
                 image = frame.to_ndarray(format="bgr24")
+                c.decode_s += time.thread_time() - t_conv
+                ready_ts = time.time()
                 static = self.gate is not None and not self.gate.decide(image, now).analyse
                 self._on_frame(
                     SampledFrame(
-                        camera_id=self.cfg.id, frame_seq=self._frame_seq, capture_ts=now, image=image, static=static
+                        camera_id=self.cfg.id,
+                        frame_seq=self._frame_seq,
+                        capture_ts=now,
+                        image=image,
+                        static=static,
+                        ready_ts=ready_ts,
                     )
                 )
         if first_t is not None:

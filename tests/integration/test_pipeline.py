@@ -184,6 +184,21 @@ def test_prometheus_scrapes_frame_counters(runtime: Runtime, tmp_path: Path) -> 
         assert _wait_for(lambda: prom.query("sum(cctv_detector_images_total) > 0"), timeout_s=20)
         assert prom.query('cctv_camera_up{camera="cam-vtest"} == 1')
         assert prom.query('cctv_camera_up{camera="cam-unreachable"} == 0')
+        # Where the time goes: every stage of an analysed frame is timed, and decoding costs something.
+        assert prom.query("sum(cctv_decode_seconds_total) > 0")
+        stages = _wait_for(
+            lambda: len(r := prom.query("sum by (stage) (cctv_frame_stage_seconds_count) > 0")) >= 5 and r,
+            timeout_s=20,
+        )
+        assert stages, "per-stage histograms missing"
+        assert {r["metric"]["stage"] for r in stages} >= {"decode", "queue", "preprocess", "detector_call", "rules"}
+        # Stage means add up to (at most) the end-to-end mean: the stages are disjoint parts of a frame's life.
+        means = prom.query(
+            "sum(sum by (stage) (cctv_frame_stage_seconds_sum{stage!='frame_rules'})"
+            " / sum by (stage) (cctv_frame_stage_seconds_count{stage!='frame_rules'}))"
+            " / (sum(cctv_e2e_latency_seconds_sum) / sum(cctv_e2e_latency_seconds_count))"
+        )
+        assert means and 0.5 < float(means[0]["value"][1]) <= 1.05, means
         # No credential in any label of any series.
         series = prom.query('{__name__=~"cctv_.*"}')
         assert series and not any("s3cret" in str(r["metric"]) for r in series)
