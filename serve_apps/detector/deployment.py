@@ -9,9 +9,10 @@ Two ways in, one forward-pass thread:
 * :meth:`Detector.detect` takes one frame; ``@serve.batch`` gathers concurrent callers
   (the HTTP route, single-frame clients) into one forward pass.
 
-Both run the model on the same single worker thread, so forward passes never compete for
-the replica's cores, and the replica's event loop keeps accepting the next requests while
-one computes.
+Both go through one :class:`~serve_apps.detector.coalescer.ForwardCoalescer`: one forward pass
+at a time on a single worker thread, so passes never compete for the replica's cores, and the
+lists that arrive while a pass runs are merged into the next one (no waiting for a batch to
+fill). The replica's event loop keeps accepting requests while a pass computes.
 
 Each configured detector is its own Serve application (``detector-<model_name>``). The
 model version can be switched in place through the deployment's ``user_config``
@@ -42,9 +43,10 @@ from starlette.responses import JSONResponse, Response
 
 from configs.schema import DetectorConfig
 from serve_apps.detector.backends import detector_from_file, make_detector
+from serve_apps.detector.coalescer import ForwardCoalescer, PassInfo
 from serve_apps.detector.onnx_runner import DetectorBase, ModelLoadError
 from serve_apps.detector.preprocess import letterbox
-from serve_apps.detector.types import DetectRequest, DetectResult
+from serve_apps.detector.types import Detection, DetectRequest, DetectResult
 from serve_apps.metrics_export import export_metrics
 from storage.access import S3Access
 from storage.model_store import ModelRegistryError, ModelStore
@@ -68,6 +70,12 @@ INFERENCE_SECONDS = Histogram(
     buckets=(0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0),
 )
 IMAGES = Counter("cctv_detector_images_total", "Images run through the detector.", ["deployment"])
+CALLS_PER_PASS = Histogram(
+    "cctv_detector_calls_per_pass",
+    "Calls (lists of frames, or Serve batches of single frames) merged into one forward pass.",
+    ["deployment"],
+    buckets=(1, 2, 3, 4, 6, 8, 16, 32),
+)
 MODEL_LOADS = Counter(
     "cctv_detector_model_loads_total", "Model loads by result (ok, refused).", ["deployment", "result"]
 )
@@ -160,6 +168,9 @@ class Detector:
             "detector", f"{cfg.app_name}-{replica}", bind_host=metrics_bind_host, namespace=namespace
         )
         self._forward_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="forward")
+        self._coalescer: ForwardCoalescer[DetectRequest, tuple[tuple[Detection, ...], str]] = ForwardCoalescer(
+            self._run_pass, cfg.max_batch_size, self._forward_pool, on_pass=self._observe_pass
+        )
         self.detect.set_max_batch_size(cfg.max_batch_size)
         self.detect.set_batch_wait_timeout_s(cfg.batch_wait_timeout_s)
         log.info("detector %s ready (metrics at %s)", self.model.model_id, self.metrics_address)
@@ -194,39 +205,38 @@ class Detector:
     def model_status(self) -> ModelStatus:
         return self._status
 
-    async def _forward(self, requests: list[DetectRequest]) -> list[DetectResult]:
-        """One forward pass (chunked at ``max_batch_size``) on the replica's forward thread."""
-        formed = time.perf_counter()
-        model = self.model  # one model for the whole call, even if a switch lands meanwhile
-        started: list[float] = []
+    def _run_pass(self, requests: list[DetectRequest]) -> list[tuple[tuple[Detection, ...], str]]:
+        """One forward pass on the forward thread (chunked at ``max_batch_size``), with the model that ran it."""
+        model = self.model  # one model for the whole pass, even if a switch lands meanwhile
         step = self.cfg.max_batch_size
+        boxed = [r.letterboxed for r in requests]
+        dets = [d for i in range(0, len(boxed), step) for d in model.runner.detect(boxed[i : i + step])]
+        return [(d, model.model_id) for d in dets]
 
-        def run() -> list:
-            started.append(time.perf_counter())
-            boxed = [r.letterboxed for r in requests]
-            return [d for i in range(0, len(boxed), step) for d in model.runner.detect(boxed[i : i + step])]
-
-        dets = await asyncio.get_running_loop().run_in_executor(self._forward_pool, run)
-        t0 = started[0]
-        inference_ms = (time.perf_counter() - t0) * 1000.0
-        n = len(requests)
-        name = self.cfg.app_name
-        BATCH_SIZE.labels(name).observe(n)
-        INFERENCE_SECONDS.labels(name).observe(inference_ms / 1000.0)
-        IMAGES.labels(name).inc(n)
+    async def _forward(self, requests: list[DetectRequest]) -> list[DetectResult]:
+        """Detections for ``requests``, from the next forward pass with room (see :class:`ForwardCoalescer`)."""
+        share = await self._coalescer.submit(requests)
+        info = share.info
         return [
             DetectResult(
                 camera_id=r.camera_id,
                 frame_seq=r.frame_seq,
                 capture_ts=r.capture_ts,
-                detections=d,
-                model=model.model_id,
-                batch_size=n,
-                inference_ms=inference_ms,
-                queue_ms=(t0 - formed) * 1000.0,
+                detections=dets,
+                model=model_id,
+                batch_size=info.images,
+                inference_ms=info.duration_s * 1000.0,
+                queue_ms=share.queued_s * 1000.0,
             )
-            for r, d in zip(requests, dets, strict=True)
+            for r, (dets, model_id) in zip(requests, share.outputs, strict=True)
         ]
+
+    def _observe_pass(self, info: PassInfo) -> None:
+        name = self.cfg.app_name
+        BATCH_SIZE.labels(name).observe(info.images)
+        INFERENCE_SECONDS.labels(name).observe(info.duration_s)
+        IMAGES.labels(name).inc(info.images)
+        CALLS_PER_PASS.labels(name).observe(info.calls)
 
     async def detect_frames(self, requests: list[DetectRequest]) -> list[DetectResult]:
         """Detect on a list of frames the caller already gathered; results in the same order."""
