@@ -113,6 +113,7 @@ def load_model(cfg: DetectorConfig, version: str | None, registry: S3Access | No
         kw["input_size"] = cfg.run_input_size
     if cfg.backend == "onnxruntime":
         kw["intra_op_threads"] = cfg.intra_op_threads
+        kw["intra_op_spinning"] = cfg.intra_op_spinning
     else:
         kw.update(device=cfg.device, half=cfg.half)
     if version is None:
