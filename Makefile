@@ -53,12 +53,16 @@ test: venv system-deps footage lint rules-check
 
 # The benchmarks on this machine (about 15 minutes; results and plots in benchmarks/results/),
 # then the README's performance list regenerated from them and printed.
+BENCH_OUT ?= benchmarks/results
 bench: venv footage
-	$(PY) benchmarks/ingest.py --quick
-	$(PY) benchmarks/inference.py --quick
-	$(PY) benchmarks/e2e.py --resolution 360p --counts 16 32 48 64 80 --baseline-counts 8 16 24 32
-	@if [ -f benchmarks/api.py ]; then $(PY) benchmarks/api.py; fi
-	$(PY) benchmarks/report.py
+	@start=$$(date +%s); \
+	$(PY) benchmarks/ingest.py --quick --out $(BENCH_OUT) && \
+	$(PY) benchmarks/inference.py --quick --out $(BENCH_OUT) && \
+	$(PY) benchmarks/e2e.py --resolution 360p --counts 16 32 48 64 --baseline-counts 8 16 24 32 --out $(BENCH_OUT) && \
+	$(PY) benchmarks/api.py --out $(BENCH_OUT) && \
+	if [ "$(BENCH_OUT)" = benchmarks/results ]; then $(PY) benchmarks/report.py; \
+	else $(PY) benchmarks/report.py --results $(BENCH_OUT) --print-only; fi && \
+	echo "make bench: $$(( $$(date +%s) - start )) s wall, results in $(BENCH_OUT)"
 
 # GPU node benchmark (issue 9; no Ray there): bundles the detector from MODELS_DIR (outside the repo,
 # so it cannot travel by itself), two looped streams and the wheels the node lacks (PyAV, pydantic)

@@ -11,9 +11,12 @@ detector, decoder shards in keyframe mode). Cameras are added live between point
 plane's own ``add_cameras``), so one runtime serves the whole sweep. Frame age comes from the
 shards' ``cctv_e2e_latency_seconds`` histograms (bucket deltas over the window: the fraction of
 frames at or under 1 s is exact because 1 s is a bucket bound; p50/p99 are interpolated), the
-per-camera rate from each camera's ``detections_received``. Where the time goes: the shard-side
-detector call (``cctv_detector_call_seconds``) and the replica's forward pass
-(``cctv_detector_inference_seconds``), the remainder being decode, queueing and rules.
+per-camera rate from each camera's ``detections_received``. Where the time goes: the shards'
+per-stage histogram ``cctv_frame_stage_seconds`` (decode, queue, preprocess, detector call, rules;
+the stage means add up to the end-to-end mean), the decoder's own time
+(``cctv_decode_seconds_total``: CPU-ms per decoded frame, cores spent decoding) and the replica's
+forward pass (``cctv_detector_inference_seconds``); the detector call less the forward pass is
+Serve's routing plus the replica's batch wait.
 
 ``baseline``: the one-process program a user would write instead: one ``cv2.VideoCapture`` reader
 thread per RTSP camera decoding every frame, and once a second per camera the latest frame goes
@@ -51,13 +54,18 @@ import httpx  # noqa: E402
 import ray  # noqa: E402
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
-from benchmarks.common import loadavg, write_result  # noqa: E402
+from actors.metrics import FRAME_STAGES  # noqa: E402
+from benchmarks.common import cpu_timer, loadavg, write_result  # noqa: E402
+from benchmarks.cpu_accounting import cores_between, cpu_snapshot  # noqa: E402
+from benchmarks.ingest import clip_of, raw_keyframe_bgr  # noqa: E402
 from cluster.footage import prepare_stream, probe  # noqa: E402
 from cluster.rtsp_sim import RtspSimulator, system_ready  # noqa: E402
 from cluster.runtime import Runtime  # noqa: E402
 from configs.schema import AppConfig, CameraConfig, ClusterConfig, DetectorConfig, ZoneConfig  # noqa: E402
 from serve_apps.detector.deployment import load_model  # noqa: E402
+from serve_apps.detector.onnx_runner import DetectorBase  # noqa: E402
 from serve_apps.detector.preprocess import letterbox  # noqa: E402
+from serve_apps.detector.types import Letterboxed  # noqa: E402
 from serve_apps.metrics_export import TARGETS_ACTOR, free_port  # noqa: E402
 
 log = logging.getLogger("benchmarks.e2e")
@@ -89,17 +97,65 @@ class Point:
 # ----------------------------------------------------------------------------- histogram windows
 
 
-def _scrape(addresses: list[str]) -> dict[str, dict[float, float]]:
-    """metric -> upper bound -> cumulative count, summed over the endpoints."""
-    out: dict[str, dict[float, float]] = {}
+def _scrape(addresses: list[str]) -> tuple[dict[str, dict[float, float]], dict[str, float]]:
+    """Histogram buckets (metric -> upper bound -> cumulative count) and plain values (sums, counts,
+    counters), summed over the endpoints. A ``stage`` label becomes part of the key: ``name{stage}``."""
+    buckets: dict[str, dict[float, float]] = {}
+    values: dict[str, float] = {}
     for addr in addresses:
         text = httpx.get(f"http://{addr}/metrics", timeout=10).text
         for fam in text_string_to_metric_families(text):
             for s in fam.samples:
+                stage = s.labels.get("stage")
                 if s.name.endswith("_bucket"):
+                    key = s.name[: -len("_bucket")] + (f"{{{stage}}}" if stage else "")
+                    per = buckets.setdefault(key, {})
                     le = float(s.labels["le"])
-                    per = out.setdefault(s.name[: -len("_bucket")], {})
                     per[le] = per.get(le, 0.0) + s.value
+                elif s.name.endswith(("_sum", "_count", "_total")):
+                    key = s.name + (f"{{{stage}}}" if stage else "")
+                    values[key] = values.get(key, 0.0) + s.value
+    return buckets, values
+
+
+def _stages(
+    h0: dict[str, dict[float, float]],
+    h1: dict[str, dict[float, float]],
+    v0: dict[str, float],
+    v1: dict[str, float],
+    window_s: float,
+) -> dict[str, object]:
+    """Where an analysed frame's time goes, from the shards' ``cctv_frame_stage_seconds`` over the window."""
+    out: dict[str, object] = {}
+    means = 0.0
+    for stage in FRAME_STAGES:
+        key = f"cctv_frame_stage_seconds{{{stage}}}"
+        n = v1.get(f"cctv_frame_stage_seconds_count{{{stage}}}", 0.0) - v0.get(
+            f"cctv_frame_stage_seconds_count{{{stage}}}", 0.0
+        )
+        if n <= 0:
+            continue
+        total = v1.get(f"cctv_frame_stage_seconds_sum{{{stage}}}", 0.0) - v0.get(
+            f"cctv_frame_stage_seconds_sum{{{stage}}}", 0.0
+        )
+        b = _window(h0.get(key, {}), h1.get(key, {}))
+        mean = total / n
+        if stage != "frame_rules":  # only cameras with water/fire rules pass there
+            means += mean
+        out[stage] = {
+            "frames": int(n),
+            "mean_s": _r(mean),
+            "p50_s": _r(_quantile(b, 0.5)),
+            "p99_s": _r(_quantile(b, 0.99)),
+        }
+    e2e_n = v1.get("cctv_e2e_latency_seconds_count", 0.0) - v0.get("cctv_e2e_latency_seconds_count", 0.0)
+    e2e_sum = v1.get("cctv_e2e_latency_seconds_sum", 0.0) - v0.get("cctv_e2e_latency_seconds_sum", 0.0)
+    dec_s = v1.get("cctv_decode_seconds_total", 0.0) - v0.get("cctv_decode_seconds_total", 0.0)
+    dec_n = v1.get("cctv_frames_decoded_total", 0.0) - v0.get("cctv_frames_decoded_total", 0.0)
+    out["e2e_mean_s"] = _r(e2e_sum / e2e_n) if e2e_n > 0 else None
+    out["stage_means_sum_s"] = _r(means)
+    out["decode_cpu_ms_per_frame"] = round(dec_s / dec_n * 1000.0, 3) if dec_n > 0 else None
+    out["decode_cores"] = _r(dec_s / window_s)
     return out
 
 
@@ -127,18 +183,6 @@ def _within(buckets: list[tuple[float, float]], bound: float) -> float:
     total = buckets[-1][1] if buckets else 0.0
     at = next((c for le, c in buckets if le == bound), None)
     return (at / total) if total > 0 and at is not None else float("nan")
-
-
-def _busy_cores(t0: tuple[float, float], t1: tuple[float, float]) -> float:
-    busy = t1[0] - t0[0]
-    return busy / (t1[1] - t0[1]) * os.cpu_count() if t1[1] > t0[1] else 0.0  # type: ignore[operator]
-
-
-def _cpu_times() -> tuple[float, float]:
-    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
-    vals = [float(x) for x in fields]
-    idle = vals[3] + vals[4]
-    return sum(vals) - idle, sum(vals)
 
 
 # ------------------------------------------------------------------------------------ product
@@ -189,10 +233,10 @@ def product_sweep(args: argparse.Namespace, stream: Path, urls: list[str], state
             addrs = [s.metrics_address for s in rt.stats()]
             det_addrs = [t.address for t in ray.get(targets.targets.remote()) if t.job == "detector"]
             st0 = {s.camera_id: s for s in ray.get(ctl.status.remote())}  # type: ignore[union-attr]
-            h0, d0, c0, t0 = _scrape(addrs), _scrape(det_addrs), _cpu_times(), time.time()
+            (h0, v0), (d0, dv0), c0, t0 = _scrape(addrs), _scrape(det_addrs), cpu_snapshot(), time.time()
             time.sleep(args.measure_s)
             st1 = {s.camera_id: s for s in ray.get(ctl.status.remote())}  # type: ignore[union-attr]
-            h1, d1, c1, t1 = _scrape(addrs), _scrape(det_addrs), _cpu_times(), time.time()
+            (h1, v1), (d1, dv1), c1, t1 = _scrape(addrs), _scrape(det_addrs), cpu_snapshot(), time.time()
             window = t1 - t0
             rates = [(st1[c.id].detections_received - st0[c.id].detections_received) / window for c in cams[:n]]
             e2e = _window(h0.get("cctv_e2e_latency_seconds", {}), h1.get("cctv_e2e_latency_seconds", {}))
@@ -201,8 +245,10 @@ def product_sweep(args: argparse.Namespace, stream: Path, urls: list[str], state
             batch = _window(d0.get("cctv_detector_batch_size", {}), d1.get("cctv_detector_batch_size", {}))
             frames = _window(h0.get("cctv_detector_call_frames", {}), h1.get("cctv_detector_call_frames", {}))
             p = _point("product", n, window, rates, _quantile(e2e, 0.5), _quantile(e2e, 0.99), _within(e2e, 1.0))
-            p.machine_busy_cores = round(_busy_cores(c0, c1), 2)
+            cores = cores_between(c0, c1)
+            p.machine_busy_cores = round(cores["machine_busy_cores"], 2)
             p.extra = {
+                "cores_by_role": cores,
                 "stages_s": {
                     "e2e_p50": _r(_quantile(e2e, 0.5)),
                     "e2e_p99": _r(_quantile(e2e, 0.99)),
@@ -212,6 +258,14 @@ def product_sweep(args: argparse.Namespace, stream: Path, urls: list[str], state
                     "replica_forward_p99": _r(_quantile(inf, 0.99)),
                     "rest_p50 (decode + queue + rules)": _r(_quantile(e2e, 0.5) - _quantile(call, 0.5)),
                 },
+                "stage_breakdown": _stages(h0, h1, v0, v1, window),
+                "replica_forward_busy_frac": _r(
+                    (
+                        dv1.get("cctv_detector_inference_seconds_sum", 0.0)
+                        - dv0.get("cctv_detector_inference_seconds_sum", 0.0)
+                    )
+                    / window
+                ),
                 "forward_batch_p50": _r(_quantile(batch, 0.5)),
                 "frames_per_call_p50": _r(_quantile(frames, 0.5)),
                 "frames_dropped": sum(st1[c.id].frames_dropped - st0[c.id].frames_dropped for c in cams[:n]),
@@ -229,12 +283,7 @@ def product_sweep(args: argparse.Namespace, stream: Path, urls: list[str], state
 
 def baseline_point(args: argparse.Namespace, urls: list[str], n: int) -> Point:
     """The one-process program: reader thread per camera (every frame decoded), detector behind a lock."""
-    runner = load_model(
-        DetectorConfig(models_dir=args.models_dir, intra_op_threads=args.threads),
-        None,
-        None,
-        Path(tempfile.gettempdir()),
-    ).runner
+    runner = _runner(args)
     lock = threading.Lock()
     stop = threading.Event()
     t_measure = time.time() + args.warmup_s
@@ -265,13 +314,12 @@ def baseline_point(args: argparse.Namespace, urls: list[str], n: int) -> Point:
         cap.release()
 
     threads = [threading.Thread(target=camera, args=(i, u), daemon=True) for i, u in enumerate(urls[:n])]
-    c0 = None
     for t in threads:
         t.start()
     time.sleep(max(0.0, t_measure - time.time()))
-    c0 = _cpu_times()
+    c0 = cpu_snapshot()
     time.sleep(max(0.0, t_end - time.time()))
-    c1 = _cpu_times()
+    c1 = cpu_snapshot()
     stop.set()
     for t in threads:
         t.join(10)
@@ -281,9 +329,79 @@ def baseline_point(args: argparse.Namespace, urls: list[str], n: int) -> Point:
     p99 = ages[min(len(ages) - 1, int(0.99 * len(ages)))] if ages else float("nan")
     within = sum(a <= 1.0 for a in ages) / len(ages) if ages else float("nan")
     p = _point("baseline", n, args.measure_s, rates, p50, p99, within)
-    p.machine_busy_cores = round(_busy_cores(c0, c1), 2)
+    cores = cores_between(c0, c1)
+    p.machine_busy_cores = round(cores["machine_busy_cores"], 2)
+    p.extra = {"cores_by_role": cores}
     _log(p)
     return p
+
+
+def _runner(args: argparse.Namespace) -> DetectorBase:
+    """The detector runner both programs and the raw measurement use (same model, same threads)."""
+    cfg = DetectorConfig(models_dir=args.models_dir, intra_op_threads=args.threads)
+    return load_model(cfg, None, None, Path(tempfile.gettempdir())).runner
+
+
+def raw_detector_cost(
+    args: argparse.Namespace, stream: Path, batch: int = 8, duration_s: float = 6.0
+) -> dict[str, float]:
+    """The detector alone, in this process, on frames of the same stream: its CPU-ms per image at its
+    best batch (the floor any serving of 1 image per camera-second pays), measured in the same run."""
+    runner = _runner(args)
+    cap = cv2.VideoCapture(str(stream))
+    frames: list[Letterboxed] = []
+    while len(frames) < batch:
+        ok, frame = cap.read()
+        if not ok:
+            break
+        frames.append(letterbox(frame, runner.input_size))
+    cap.release()
+    runner.detect(frames)  # warm-up
+    images = 0
+    with cpu_timer() as cpu:
+        t_end = time.perf_counter() + duration_s
+        while time.perf_counter() < t_end:
+            runner.detect(frames)
+            images += len(frames)
+    return {
+        "batch": batch,
+        "images_per_s": round(images / cpu.wall_s, 1),
+        "cpu_ms_per_image": round(cpu.cpu_s / images * 1000.0, 2),
+        "onnxruntime_threads": args.threads,
+    }
+
+
+def raw_decode_cost(stream: Path, passes: int = 30) -> dict[str, float]:
+    """A plain PyAV loop on the same stream file, demuxing every packet and decoding keyframes only
+    (BGR at 1 fps): the CPU-ms one camera-second of ingest cannot go below."""
+    clip = clip_of("e2e", str(stream), stream)
+    with cpu_timer() as cpu:
+        raw_keyframe_bgr(clip, passes)
+    return {"cpu_ms_per_camera_s": round(cpu.cpu_s / (passes * clip.duration_s) * 1000.0, 3), "passes": passes}
+
+
+def ceiling(
+    raw_det: dict[str, float], raw_dec: dict[str, float], product: list[Point], cores: int
+) -> dict[str, float] | None:
+    """Cameras this machine could hold if only the unavoidable work ran: per camera-second one image
+    through the raw detector, the raw keyframe decode, and what the RTSP simulator (which both
+    programs share) spent per camera at the product's best passing point. Ray, Serve, the shards'
+    hand-offs and the operating system count as free, so no program on this machine can pass it."""
+    best = max((p for p in product if p.passed), key=lambda p: p.cameras, default=None)
+    if best is None:
+        return None
+    by_role = best.extra["cores_by_role"]
+    sim_ms = by_role.get("rtsp_simulator_cores", 0.0) / best.cameras * 1000.0
+    det_ms = raw_det["cpu_ms_per_image"] * ANALYTICS_FPS
+    per_camera_ms = det_ms + raw_dec["cpu_ms_per_camera_s"] + sim_ms
+    return {
+        "detector_cpu_ms_per_camera_s": round(det_ms, 2),
+        "decode_cpu_ms_per_camera_s": raw_dec["cpu_ms_per_camera_s"],
+        "simulator_cpu_ms_per_camera_s": round(sim_ms, 2),
+        "simulator_measured_at_cameras": best.cameras,
+        "cores": cores,
+        "cameras_ceiling": round(cores * 1000.0 / per_camera_ms, 1),
+    }
 
 
 def baseline_sweep(args: argparse.Namespace, urls: list[str]) -> list[Point]:
@@ -340,6 +458,28 @@ def _held(points: list[Point]) -> int:
     return max((p.cameras for p in points if p.passed), default=0)
 
 
+def _print_stages(points: list[Point]) -> None:
+    """Per-stage mean / p99 (ms) of each product point, as a table on stdout."""
+    cols = [s for s in FRAME_STAGES if any(s in p.extra.get("stage_breakdown", {}) for p in points)]
+    if not cols:
+        return
+    print("\nwhere an analysed frame's time goes (mean / p99 ms, from cctv_frame_stage_seconds)")
+    print(f"{'cameras':>8} " + " ".join(f"{c:>16}" for c in cols) + f" {'e2e mean':>9} {'decode ms/frame':>16}")
+    for p in points:
+        b = p.extra.get("stage_breakdown", {})
+
+        def ms(v: object) -> str:
+            return "-" if not isinstance(v, float | int) else f"{v * 1000:.0f}"
+
+        cells = [f"{ms(b[c]['mean_s'])} / {ms(b[c]['p99_s'])}" if c in b else "-" for c in cols]
+        dec = b.get("decode_cpu_ms_per_frame")
+        print(
+            f"{p.cameras:>8} "
+            + " ".join(f"{x:>16}" for x in cells)
+            + f" {ms(b.get('e2e_mean_s')):>9} {dec if dec is not None else '-':>16}"
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     ap.add_argument("--resolution", choices=sorted(HEIGHTS), default="360p")
@@ -347,7 +487,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--baseline-counts", type=int, nargs="+", default=[8, 12, 16, 20, 24, 28, 32, 40])
     ap.add_argument("--warmup-s", type=float, default=15.0)
     ap.add_argument("--measure-s", type=float, default=30.0)
-    ap.add_argument("--threads", type=int, default=2, help="onnxruntime threads (both programs)")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="onnxruntime threads, no spinning (both programs; the product default: on 2 shared cores one thread "
+        "costs 15 CPU-ms per image, two spinning threads 21-28)",
+    )
     ap.add_argument(
         "--source", type=Path, default=REPO.parent / "shared" / "data" / "clips" / "street_people_walking.mp4"
     )
@@ -376,6 +522,9 @@ def main(argv: list[str] | None = None) -> int:
             urls = sim.camera_urls()
             baseline = [] if args.skip_baseline else baseline_sweep(args, urls)
             product = product_sweep(args, stream, urls, state / "product")
+    raw = raw_detector_cost(args, stream)
+    raw_dec = raw_decode_cost(stream)
+    limit = ceiling(raw, raw_dec, product, os.cpu_count() or 1)
     held_p, held_b = _held(product), _held(baseline)
     record = {
         "command": " ".join([sys.executable, *sys.argv]),
@@ -395,6 +544,7 @@ def main(argv: list[str] | None = None) -> int:
             "warmup_s": args.warmup_s,
             "measure_s": args.measure_s,
             "onnxruntime_threads": args.threads,
+            "onnxruntime_spinning": False,
             "product": "2 shards keyframe decode, 1 detector replica (max_batch_size 32), lists per call",
             "product_in_flight_per_shard": args.in_flight,
             "baseline": "cv2.VideoCapture thread per camera decoding every frame; detector behind a lock",
@@ -404,12 +554,20 @@ def main(argv: list[str] | None = None) -> int:
         "cameras_held": {"product": held_p, "baseline": held_b},
         "ratio_product_over_baseline": round(held_p / held_b, 2) if held_b else None,
         "target_ratio": 4.0,
+        "raw_detector": raw,
+        "raw_keyframe_decode": raw_dec,
+        "machine_ceiling": limit,
+        "ratio_product_over_ceiling": round(held_p / limit["cameras_ceiling"], 2) if limit else None,
+        "ratio_ceiling_over_baseline": round(limit["cameras_ceiling"] / held_b, 2) if limit and held_b else None,
         "run_wall_s": round(time.time() - t_start, 1),
     }
     path = write_result(f"e2e_{args.resolution}", record, args.out)
+    _print_stages(product)
     print(
         f"\n{args.resolution}: product held {held_p} cameras, baseline {held_b}"
-        f" -> {record['ratio_product_over_baseline']}x (target 4x); wrote {path}"
+        f" -> {record['ratio_product_over_baseline']}x (target 4x); this machine's ceiling "
+        f"{limit['cameras_ceiling'] if limit else '-'} cameras (raw detector {raw['cpu_ms_per_image']} CPU-ms/image); "
+        f"wrote {path}"
     )
     return 0
 

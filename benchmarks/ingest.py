@@ -308,7 +308,8 @@ def loop_file(src: Path, min_duration_s: float) -> tuple[Path, int]:
     return dst, copies
 
 
-def _clip(label: str, source: str, path: Path) -> Clip:
+def clip_of(label: str, source: str, path: Path) -> Clip:
+    """A prepared stream file with what the loops need to know of it (size, rate, keyframes, length)."""
     p = probe(path)
     with av.open(str(path)) as container:
         keyframes = sum(1 for pkt in container.demux(container.streams.video[0]) if pkt.size and pkt.is_keyframe)
@@ -335,7 +336,7 @@ def prepare_clips(decode_min_s: float, keyframe_min_s: float) -> dict[str, dict[
     for label, source, max_height in RESOLUTIONS:
         base = prepare_stream(CLIPS_DIR / source, CACHE_DIR, gop_s=GOP_S, max_height=max_height)
         out[label] = {
-            family: _clip(label, source, loop_file(base, min_s)[0])
+            family: clip_of(label, source, loop_file(base, min_s)[0])
             for family, min_s in (("decode", decode_min_s), ("keyframe", keyframe_min_s))
         }
     return out
