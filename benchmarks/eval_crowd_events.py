@@ -62,10 +62,11 @@ LEVELS = ("caution", "warning", "severe")
 _RANK = {"info": 0, "caution": 1, "warning": 2, "severe": 3, "critical": 4}
 TARGET = 0.9
 STRICT_IOU = 0.3  # the stricter matching: predicted and true event must also share >= 30 % of their time
-# Detector variants: (model, input size); the first is the deployment default.
+# Detector variants: (model, input size); the first is what CPU profiles run crowd cameras on
+# (configs/demo.yaml, configs/profiles/laptop.yaml; GPU profiles use 800).
 VARIANTS: tuple[tuple[str, int], ...] = (
-    ("yolox_nano", 416),
     ("yolox_nano", 640),
+    ("yolox_nano", 416),
     ("yolox_nano", 800),
     ("person_lwpd", 192),
     ("person_lwpd", 640),
