@@ -57,8 +57,9 @@ BENCH_OUT ?= benchmarks/results
 bench: venv footage
 	@start=$$(date +%s); \
 	$(PY) benchmarks/ingest.py --quick --out $(BENCH_OUT) && \
+	$(PY) benchmarks/ingest_rtsp.py --cameras 50 --out $(BENCH_OUT) && \
 	$(PY) benchmarks/inference.py --quick --out $(BENCH_OUT) && \
-	$(PY) benchmarks/e2e.py --resolution 360p --counts 16 32 48 64 --baseline-counts 8 16 24 32 --out $(BENCH_OUT) && \
+	$(PY) benchmarks/e2e.py --resolution 360p --counts 24 40 48 --baseline-counts 24 40 48 --out $(BENCH_OUT) && \
 	$(PY) benchmarks/api.py --out $(BENCH_OUT) && \
 	if [ "$(BENCH_OUT)" = benchmarks/results ]; then $(PY) benchmarks/report.py; \
 	else $(PY) benchmarks/report.py --results $(BENCH_OUT) --print-only; fi && \

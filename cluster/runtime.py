@@ -85,6 +85,8 @@ class Runtime:
     final_stats: list[ShardStats] = field(default_factory=list)
     _ray_info: dict[str, str] = field(default_factory=dict)
     stored_clips: list[str] = field(default_factory=list)
+    """Clips this run stored: in the bucket at stop and not at start (a state dir keeps earlier runs' clips)."""
+    _clips_at_start: frozenset[str] = frozenset()
 
     def __enter__(self) -> Runtime:
         try:
@@ -107,6 +109,7 @@ class Runtime:
         s3 = self._start_object_store(state)
         self.store = ClipStore(s3.endpoint, s3.access_key, s3.secret_key, s3.bucket, secure=s3.secure, region=s3.region)
         self.store.ensure_bucket()
+        self._clips_at_start = frozenset(self.store.list_clips("clips/"))
         self._push("clip inventory", self._take_clip_inventory)  # runs after shards drained, before S3 stops
         # Evidence: the object-locked bucket, the clips' expiry rule, and yesterday's manifest each night.
         evidence = EvidenceStore(s3, cfg.storage)
@@ -248,7 +251,7 @@ class Runtime:
 
     def _take_clip_inventory(self) -> None:
         if self.store is not None:
-            self.stored_clips = [k for k in self.store.list_clips("clips/") if k.endswith(".mp4")]
+            self.stored_clips = [k for k in self.store.list_clips("clips/") if k not in self._clips_at_start]
 
     def _write_file_sd(self, registry: ray.actor.ActorHandle, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
