@@ -14,12 +14,15 @@ Pure asyncio plus one executor thread, no Ray: unit-tested without a cluster.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -34,7 +37,7 @@ class PassInfo:
     calls: int
     """How many submitted lists were merged into it."""
     duration_s: float
-    """Wall time of the pass on the worker thread."""
+    """Wall time of the pass, timed on the worker thread."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,33 +111,51 @@ class ForwardCoalescer(Generic[T, R]):
             n += len(job.items)
         return jobs
 
+    def _timed_run(self, items: list[T]) -> tuple[list[R], float]:
+        t0 = time.perf_counter()
+        outputs = self._run(items)
+        return outputs, time.perf_counter() - t0
+
+    @staticmethod
+    def _fail(jobs: list[_Job[T, R]], exc: BaseException) -> None:
+        for j in jobs:
+            if not j.future.done():
+                j.future.set_exception(exc)
+
     async def _drain(self) -> None:
         loop = asyncio.get_running_loop()
-        while self._pending:
-            jobs = [j for j in self._take() if not j.future.done()]  # a cancelled caller's list is skipped
-            if not jobs:
-                continue
-            items = [x for j in jobs for x in j.items]
-            t0 = time.perf_counter()
+        try:
+            while self._pending:
+                jobs = [j for j in self._take() if not j.future.done()]  # a cancelled caller's list is skipped
+                if not jobs:
+                    continue
+                try:
+                    await self._pass(loop, jobs)
+                except Exception as exc:  # not handled here: handed to every caller of this pass
+                    self._fail(jobs, exc)
+                except BaseException as exc:  # cancelled or interrupted: nobody may be left waiting
+                    self._fail(jobs, RuntimeError(f"forward pass aborted: {exc!r}"))
+                    raise
+        finally:
+            if self._pending:  # only when the loop above was torn down: fail the rest rather than hang them
+                self._fail(list(self._pending), RuntimeError("the forward loop stopped"))
+                self._pending.clear()
+
+    async def _pass(self, loop: asyncio.AbstractEventLoop, jobs: list[_Job[T, R]]) -> None:
+        items = [x for j in jobs for x in j.items]
+        t_start = time.perf_counter()
+        outputs, duration_s = await loop.run_in_executor(self._executor, self._timed_run, items)
+        if len(outputs) != len(items):
+            raise RuntimeError(f"forward pass returned {len(outputs)} outputs for {len(items)} inputs")
+        info = PassInfo(images=len(items), calls=len(jobs), duration_s=duration_s)
+        if self._on_pass is not None:
             try:
-                outputs = await loop.run_in_executor(self._executor, self._run, items)
-            except Exception as exc:  # not handled here: handed to every caller of this pass
-                for j in jobs:
-                    if not j.future.done():
-                        j.future.set_exception(exc)
-                continue
-            if len(outputs) != len(items):
-                err = RuntimeError(f"forward pass returned {len(outputs)} outputs for {len(items)} inputs")
-                for j in jobs:
-                    if not j.future.done():
-                        j.future.set_exception(err)
-                continue
-            info = PassInfo(images=len(items), calls=len(jobs), duration_s=time.perf_counter() - t0)
-            if self._on_pass is not None:
                 self._on_pass(info)
-            k = 0
-            for j in jobs:
-                m = len(j.items)
-                if not j.future.done():
-                    j.future.set_result(PassResult(outputs[k : k + m], info, t0 - j.submitted))
-                k += m
+            except Exception:  # metrics must never cost a caller its detections
+                log.exception("on_pass hook failed for a pass of %d images", info.images)
+        k = 0
+        for j in jobs:
+            m = len(j.items)
+            if not j.future.done():
+                j.future.set_result(PassResult(outputs[k : k + m], info, t_start - j.submitted))
+            k += m

@@ -145,3 +145,40 @@ def test_a_cancelled_caller_does_not_disturb_the_others() -> None:
 def test_max_images_must_be_positive() -> None:
     with ThreadPoolExecutor(max_workers=1) as pool, pytest.raises(ValueError, match="max_images must be >= 1, got 0"):
         ForwardCoalescer(lambda xs: xs, max_images=0, executor=pool)
+
+
+def test_a_failing_metrics_hook_does_not_cost_callers_their_results() -> None:
+    def hook(_info: PassInfo) -> None:
+        raise ValueError("prometheus is unhappy")
+
+    async def main() -> list[list[int]]:
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            co = ForwardCoalescer(lambda xs: [x + 1 for x in xs], max_images=4, executor=pool, on_pass=hook)
+            return [(await co.submit([1, 2])).outputs, (await co.submit([3])).outputs]
+
+    assert asyncio.run(main()) == [[2, 3], [4]]
+
+
+def test_a_pass_that_raises_a_base_exception_fails_its_callers_and_the_queued_ones() -> None:
+    run = GatedRun()
+
+    class Abort(BaseException):
+        pass
+
+    def aborting(items: list[int]) -> list[int]:
+        run(items)
+        raise Abort
+
+    async def main() -> tuple:
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            co = ForwardCoalescer(aborting, max_images=1, executor=pool)
+            first = asyncio.ensure_future(co.submit([1]))
+            await _until(run.first_started)
+            queued = asyncio.ensure_future(co.submit([2]))
+            await asyncio.sleep(0.02)
+            run.release.set()
+            return tuple(await asyncio.gather(first, queued, return_exceptions=True))
+
+    first, queued = asyncio.run(main())
+    assert isinstance(first, RuntimeError) and "aborted" in str(first)
+    assert isinstance(queued, RuntimeError) and "stopped" in str(queued)
