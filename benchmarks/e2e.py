@@ -263,12 +263,13 @@ def product_sweep(args: argparse.Namespace, stream: Path, urls: list[str], state
                     "rest_p50 (decode + queue + rules)": _r(_quantile(e2e, 0.5) - _quantile(call, 0.5)),
                 },
                 "stage_breakdown": _stages(h0, h1, v0, v1, window),
-                "replica_forward_busy_frac": _r(
+                "replica_forward_busy_frac": _r(  # per replica: 1.0 = its forward thread never idle
                     (
                         dv1.get("cctv_detector_inference_seconds_sum", 0.0)
                         - dv0.get("cctv_detector_inference_seconds_sum", 0.0)
                     )
                     / window
+                    / args.replicas
                 ),
                 "forward_batch_p50": _r(_quantile(batch, 0.5)),
                 "frames_per_call_p50": _r(_quantile(frames, 0.5)),

@@ -170,7 +170,8 @@ def main(argv: list[str] | None = None) -> int:
         for transport in args.transports:
             raw = next(p for p in points if (p["reader"], p["transport"], p["cameras"]) == ("raw", transport, k))
             ours = next(p for p in points if (p["reader"], p["transport"], p["cameras"]) == ("ours", transport, k))
-            if raw["cores_used"] and ours["cores_used"]:
+            # A reader that fell behind received less and so looks cheaper: no ratio for that point.
+            if raw["cores_used"] and ours["cores_used"] and raw["keeps_up"] and ours["keeps_up"]:
                 ratios[f"{transport}/{k}"] = round(raw["cores_used"] / ours["cores_used"], 3)
     record = {
         "command": " ".join([sys.executable, *sys.argv]),
