@@ -516,8 +516,8 @@ def main(argv: list[str] | None = None) -> int:
         "--threads",
         type=int,
         default=1,
-        help="onnxruntime threads, no spinning (both programs; the product default: on 2 shared cores one thread "
-        "costs 15 CPU-ms per image, two spinning threads 21-28)",
+        help="onnxruntime threads, no spinning (both programs; the product default: on shared cores one thread "
+        "costs 16 CPU-ms per image, two spinning threads 22-43; benchmarks/ort_threads.py)",
     )
     ap.add_argument(
         "--source", type=Path, default=REPO.parent / "shared" / "data" / "clips" / "street_people_walking.mp4"

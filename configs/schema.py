@@ -206,9 +206,9 @@ class DetectorConfig(_Model):
     intra_op_spinning: bool = Field(
         default=False,
         description="Let onnxruntime's threads busy-wait between operators. Off by default: on cores shared with "
-        "decoder shards a spinning thread burns the CPU its peer needs (2 spinning threads cost 21-28 CPU-ms per "
-        "image where 1 thread costs 15 on this project's 2-core machine); turn it on only for a replica with "
-        "cores to itself and several threads.",
+        "decoder shards a spinning thread burns the CPU its peer needs (benchmarks/results/ort_threads.json: beside "
+        "a competing process, 2 spinning threads cost 22-43 CPU-ms per image, 2 non-spinning 20-27, 1 thread 16); "
+        "turn it on only for a replica with cores to itself and several threads.",
     )
     max_ongoing_requests: int = Field(default=32, ge=1)
     max_queued_requests: int = Field(default=64, ge=-1, description="-1: unbounded (not recommended).")
