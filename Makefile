@@ -37,7 +37,12 @@ footage: venv
 	scripts/fetch_vtest.sh $(CACHE)/footage
 	$(VENV)/bin/cctv footage prepare --cache-dir $(CACHE)
 
+# The demo's cameras are RTSP streams from the GStreamer simulator: its Debian packages come first.
+# Where they cannot be installed (no root, no apt), the job still runs and says, in its banner,
+# that its cameras are files looped directly.
 run: venv footage
+	@$(MAKE) --no-print-directory system-deps || \
+	  echo "make run: the RTSP simulator's Debian packages could not be installed (above); cameras will be files"
 	$(VENV)/bin/cctv run $(ARGS)
 
 lint: venv

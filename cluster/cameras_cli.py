@@ -3,6 +3,10 @@
 The CLI talks HTTP to the Serve control API (as control-centre software does), so it works
 from any machine that reaches the API, with no Ray client. Camera files are validated here
 first (file:line errors, nothing sent when one camera is wrong).
+
+It behaves as the API asks its clients to: every change carries an ``Idempotency-Key``, and a
+503 with ``Retry-After`` (the controller is restarting) is sent again, with the same key, after
+the time it says, for up to ``--retry-s``; so a change is made once even when an answer is lost.
 """
 
 from __future__ import annotations
@@ -11,6 +15,8 @@ import argparse
 import json
 import os
 import sys
+import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +54,41 @@ def api_token(args: argparse.Namespace, env: dict[str, str] | None = None) -> st
         return None
 
 
+def send(
+    client: httpx.Client,
+    method: str,
+    url: str,
+    *,
+    retry_s: float,
+    json_body: Any = None,
+    change: bool = False,
+    sleep: Any = time.sleep,
+) -> httpx.Response:
+    """One request; a 503 with ``Retry-After`` is sent again (same ``Idempotency-Key``) while time is left.
+
+    Args:
+        client: the API client.
+        method: HTTP method.
+        url: path under the API.
+        retry_s: how long to keep retrying 503s.
+        json_body: the JSON body, if any.
+        change: send an ``Idempotency-Key`` (every request that changes something).
+        sleep: the pause (tests record it).
+    """
+    headers = {"Idempotency-Key": f"cli-{uuid.uuid4().hex}"} if change else {}
+    deadline = time.monotonic() + retry_s
+    while True:
+        r = client.request(method, url, json=json_body, headers=headers)
+        after = r.headers.get("retry-after")
+        if r.status_code != 503 or after is None or not after.isdigit():
+            return r
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return r
+        print(f"{method} {url}: HTTP 503, retrying in {after} s", file=sys.stderr)
+        sleep(min(float(after), left))
+
+
 def cmd_cameras(args: argparse.Namespace) -> int:
     api = args.api.rstrip("/")
     token = api_token(args)
@@ -63,7 +104,7 @@ def cmd_cameras(args: argparse.Namespace) -> int:
 def _dispatch(args: argparse.Namespace, client: httpx.Client) -> int:
     cmd = args.cameras_command
     if cmd == "list":
-        r = client.get("/cameras")
+        r = send(client, "GET", "/cameras", retry_s=args.retry_s)
         if r.status_code != 200:
             return _fail(r, "list")
         rows = r.json()
@@ -82,7 +123,8 @@ def _dispatch(args: argparse.Namespace, client: httpx.Client) -> int:
         rc = 0
         for cam in cameras:
             body = cam.model_dump(mode="json")
-            r = client.post("/cameras", json=body) if cmd == "add" else client.put(f"/cameras/{cam.id}", json=body)
+            method, url = ("POST", "/cameras") if cmd == "add" else ("PUT", f"/cameras/{cam.id}")
+            r = send(client, method, url, json_body=body, change=True, retry_s=args.retry_s)
             if r.status_code not in (200, 201):
                 rc = _fail(r, f"{cmd} {cam.id}")
                 continue
@@ -91,14 +133,15 @@ def _dispatch(args: argparse.Namespace, client: httpx.Client) -> int:
     if cmd == "remove":
         rc = 0
         for cid in args.ids:
-            r = client.delete(f"/cameras/{cid}")
+            r = send(client, "DELETE", f"/cameras/{cid}", change=True, retry_s=args.retry_s)
             if r.status_code != 204:
                 rc = _fail(r, f"remove {cid}")
             else:
                 print(f"removed: {cid}")
         return rc
     if cmd == "transfer":
-        r = client.post(f"/cameras/{args.id}/transfer", json={"district": args.district})
+        body = {"district": args.district}
+        r = send(client, "POST", f"/cameras/{args.id}/transfer", json_body=body, change=True, retry_s=args.retry_s)
         if r.status_code != 200:
             return _fail(r, f"transfer {args.id}")
         print(f"transferred: {args.id} -> {r.json()['camera']['district']}")
@@ -109,7 +152,8 @@ def _dispatch(args: argparse.Namespace, client: httpx.Client) -> int:
 def add_parser(sub: argparse._SubParsersAction) -> None:
     cp = sub.add_parser("cameras", help="live camera changes through the control API")
     cp.add_argument("--api", default=DEFAULT_API, help=f"control API base URL (default {DEFAULT_API})")
-    cp.add_argument("--timeout-s", type=float, default=60.0)
+    cp.add_argument("--timeout-s", type=float, default=60.0, help="one HTTP request's timeout")
+    cp.add_argument("--retry-s", type=float, default=120.0, help="how long to retry a 503 + Retry-After (default 120)")
     cp.add_argument(
         "--token",
         default=None,

@@ -80,11 +80,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         cfg = cfg.model_copy(update={"state_dir": args.state_dir})
     cameras = list(cfg.cameras)
     simulator = None
+    source_line = f"from {args.config}"
     if not cameras:
         sources = _prepared_sources(args.cache_dir, args.data_dir)
         urls = None
+        source_line = f"files looped directly ({len(sources)} clips; asked for with --camera-source file)"
         if args.camera_source == "rtsp":
-            simulator = _start_simulator(sources, args.cameras, cfg.state_dir)
+            simulator, source_line = _start_simulator(sources, args.cameras, cfg.state_dir)
             urls = simulator.camera_urls() if simulator is not None else None
         cameras = demo_cameras(
             sources,
@@ -96,30 +98,34 @@ def cmd_run(args: argparse.Namespace) -> int:
     # Demo cameras are this run's inventory, as if the config had listed them.
     cfg = cfg.model_copy(update={"cameras": cameras})
     try:
-        return _run_job(args, cfg, cameras)
+        return _run_job(args, cfg, cameras, source_line)
     finally:
         if simulator is not None:
             simulator.stop()  # started first, stopped last
 
 
 def _start_simulator(sources: list[Path], n: int, state_dir: Path):
-    """The demo's cameras as RTSP streams from the local GStreamer simulator (None: not installed)."""
+    """The demo's cameras as RTSP streams from the local GStreamer simulator, and the banner's line
+    saying where the cameras come from (no simulator when GStreamer is not installed: files)."""
     from cluster.rtsp_sim import RtspSimulator, system_ready
 
     ok, why = system_ready()
     if not ok:
-        print(f"RTSP simulator unavailable ({why}); cameras read the files directly", file=sys.stderr)
-        return None
+        line = (
+            f"FILES looped directly, not RTSP: the RTSP camera simulator is unavailable ({why}); "
+            "`make system-deps` (root) installs it"
+        )
+        print(f"cameras: {line}", file=sys.stderr, flush=True)
+        return None, line
     state_dir.mkdir(parents=True, exist_ok=True)
     sim = RtspSimulator({p.name.split(".")[0]: p for p in sources}, cameras=n, log_path=state_dir / "rtsp-sim.log")
     sim.start()
-    print(
-        f"RTSP camera simulator: {len(sources)} clips as {n} cameras at rtsp://{sim.host}:{sim.port}/cam1..", flush=True
-    )
-    return sim
+    line = f"RTSP from the local GStreamer simulator: {len(sources)} clips as {n} cameras at rtsp://{sim.host}:{sim.port}/cam1.."
+    print(f"cameras: {line}", flush=True)
+    return sim, line
 
 
-def _run_job(args: argparse.Namespace, cfg: AppConfig, cameras: list[CameraConfig]) -> int:
+def _run_job(args: argparse.Namespace, cfg: AppConfig, cameras: list[CameraConfig], source_line: str) -> int:
     from cluster.runtime import Runtime, StartupError
 
     signal.signal(signal.SIGTERM, _interrupt)  # SIGTERM stops the job the same way Ctrl-C does
@@ -134,6 +140,7 @@ def _run_job(args: argparse.Namespace, cfg: AppConfig, cameras: list[CameraConfi
         print(
             "\ncctv-cluster is running\n"
             f"  cameras          {len(placement)} on {len(set(placement.values()))} shards\n"
+            f"  camera source    {source_line}\n"
             f"  control API      {ep.serve_url}/cameras  (OpenAPI: {ep.serve_url}/docs)\n"
             f"  API token        {_token_line(ep, cfg)}\n"
             f"  metrics          Prometheus file_sd: {ep.prometheus_file_sd}\n"

@@ -20,6 +20,7 @@ import json
 import logging
 import time
 from collections.abc import Sequence
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -30,10 +31,31 @@ from storage.clip_store import ClipStore, StorageError
 log = logging.getLogger(__name__)
 
 STATE_KEY = "control/cameras.json"
+APPLIED_KEPT = 2048
+"""Applied change requests remembered (oldest forgotten first): far more than a client retries."""
+
+ChangeKind = Literal["add", "remove", "update", "transfer"]
 
 
 class ControlStateError(ValueError):
     """The stored control state exists but cannot be used (not JSON, wrong schema)."""
+
+
+class AppliedChange(BaseModel):
+    """One camera change the controller applied, under the request id its caller gave.
+
+    Stored in the same document as the inventory it changed, so a change and the record that it
+    was made are written together: a caller that retries the request (its answer was lost to a
+    controller restart, or it timed out) gets this answer back instead of a second change.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    request_id: str = Field(min_length=1, max_length=128)
+    kind: ChangeKind
+    camera_ids: list[str]
+    placed: dict[str, str] = Field(default_factory=dict, description="camera id -> shard id (add, update)")
+    applied_ts: float
 
 
 class ControlState(BaseModel):
@@ -46,6 +68,7 @@ class ControlState(BaseModel):
     cameras: list[CameraConfig]
     assignment: dict[str, str] = Field(description="camera id -> shard id")
     saved_ts: float
+    applied: list[AppliedChange] = Field(default_factory=list, description="recent change requests, oldest first")
 
 
 def inventory_sha256(cameras: Sequence[CameraConfig]) -> str:
@@ -80,7 +103,13 @@ class ControlStateStore:
         except ValidationError as exc:
             raise ControlStateError(f"{self._store.bucket}/{STATE_KEY} is not a valid control state: {exc}") from exc
 
-    def save(self, base_sha256: str, cameras: Sequence[CameraConfig], assignment: dict[str, str]) -> None:
+    def save(
+        self,
+        base_sha256: str,
+        cameras: Sequence[CameraConfig],
+        assignment: dict[str, str],
+        applied: Sequence[AppliedChange] = (),
+    ) -> None:
         """Write the state (one PUT: readers see the old or the new document, never a mix).
 
         Raises:
@@ -91,6 +120,7 @@ class ControlStateStore:
             cameras=sorted(cameras, key=lambda c: c.id),
             assignment=dict(sorted(assignment.items())),
             saved_ts=time.time(),
+            applied=list(applied)[-APPLIED_KEPT:],
         )
         data = doc.model_dump_json().encode()
         with self._store.translate_errors("PUT", STATE_KEY):

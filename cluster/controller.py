@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import io
 import json
 import logging
@@ -37,6 +38,7 @@ import re
 import threading
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -49,6 +51,9 @@ from actors.camera_state import CameraState, CameraStatus
 from actors.recorder import ExportOrder, ExportPhase, ExportProgress
 from actors.shard import EventNotice, RemoteDecoderShard, ShardSettings, ShardStats
 from cluster.control_state import (
+    APPLIED_KEPT,
+    AppliedChange,
+    ChangeKind,
     ControlState,
     ControlStateError,
     ControlStateStore,
@@ -61,12 +66,14 @@ from serve_apps.api.errors import (
     DuplicateCameraError,
     EventAlreadyAcknowledgedError,
     ExportWindowError,
+    RequestIdReusedError,
     UnknownCameraError,
     UnknownEventError,
     UnknownExportError,
 )
 from serve_apps.api.exports import ExportRequest, ExportState, ExportTicket
 from serve_apps.metrics_export import export_metrics
+from serve_apps.remote_call import ActorCaller, CallPolicy, ControlPlaneUnavailableError, gather
 from storage.clip_store import ClipStore, StorageError
 from storage.records import CLIP_SUFFIX, EXPORT_PREFIX
 
@@ -120,6 +127,11 @@ class ShardRef:
     last_seen_ts: float = 0.0
     live: bool = True
 
+    def caller(self, namespace: str) -> ActorCaller:
+        """Calls to this shard through the shared retry policy (its handle, never looked up again:
+        the controller itself tells a restarted shard from a new one by its incarnation)."""
+        return ActorCaller(f"cctv-{self.shard_id}", namespace, self.actor)
+
 
 @dataclass(frozen=True, slots=True)
 class Reassignment:
@@ -153,6 +165,7 @@ class CameraController:
         self._export_lock = threading.Lock()
         self._export_store: ClipStore | None = None
         self._state_dirty = False
+        self._applied: OrderedDict[str, AppliedChange] = OrderedDict()  # request id -> change (persisted)
         self._acks: dict[str, dict[str, object]] | None = None  # event acknowledgements (API), loaded on first use
         self._ack_lock = threading.Lock()
         self._stop = threading.Event()
@@ -173,8 +186,11 @@ class CameraController:
             for ref in self._shards.values():  # shards that survived a controller restart run cameras
                 for cid in self._call(ref, "camera_ids") or []:
                     self._running[cid] = ref.shard_id
-            cameras, kept, why = merge_with_config(self._load_state(), config_cameras or [])
+            stored = self._load_state()
+            cameras, kept, why = merge_with_config(stored, config_cameras or [])
             log.info("camera inventory: %s", why)
+            if stored is not None and stored.base_inventory_sha256 == self._base_sha:
+                self._applied.update((a.request_id, a) for a in stored.applied)  # retries after a restart
             self._cameras = {c.id: c for c in cameras}
             current = {**kept, **{c: s for c, s in self._running.items() if c in self._cameras}}
             self._apply(self._place(current), "startup")
@@ -257,10 +273,16 @@ class CameraController:
         return joined
 
     def _call(self, ref: ShardRef, method: str, *args: object, timeout_s: float = PING_TIMEOUT_S) -> object | None:
-        """A shard method's answer, or None when the shard is dead or too slow."""
+        """A shard method's answer, or None when the shard is dead or does not answer in ``timeout_s``.
+
+        A shard that is restarting is retried within ``timeout_s`` (every shard method the
+        controller calls is idempotent: cameras by id, exports by export id); one that died is
+        not waited for: the reconcile loop fences or re-adds it.
+        """
+        policy = CallPolicy(deadline_s=timeout_s, retry_died=False)
         try:
-            return ray.get(getattr(ref.actor, method).remote(*args), timeout=timeout_s)
-        except (*SHARD_GONE, ray.exceptions.GetTimeoutError):
+            return ref.caller(self._base.namespace).call(method, lambda a: getattr(a, method).remote(*args), policy)
+        except (*SHARD_GONE, ControlPlaneUnavailableError, ray.exceptions.GetTimeoutError):
             return None
 
     def _call_all(
@@ -270,15 +292,7 @@ class CameraController:
 
         One shared deadline: a hung shard costs ``timeout_s`` once per call, not once per shard.
         """
-        if not refs:
-            return {}
-        pending = {getattr(r.actor, method).remote(*args): r.shard_id for r in refs}
-        ready, _ = ray.wait(list(pending), num_returns=len(pending), timeout=timeout_s)
-        out: dict[str, object | None] = dict.fromkeys(pending.values())
-        for obj in ready:
-            with contextlib.suppress(*SHARD_GONE):  # died between answering and being read
-                out[pending[obj]] = ray.get(obj)
-        return out
+        return gather({r.shard_id: getattr(r.actor, method).remote(*args) for r in refs}, timeout_s)
 
     def _live_ids(self) -> list[str]:
         return sorted(sid for sid, ref in self._shards.items() if ref.live)
@@ -334,7 +348,9 @@ class CameraController:
 
     def _save_state(self) -> None:
         try:
-            self._store.save(self._base_sha, list(self._cameras.values()), self._assignment)
+            self._store.save(
+                self._base_sha, list(self._cameras.values()), self._assignment, list(self._applied.values())
+            )
             self._state_dirty = False
         except StorageError as exc:
             STATE_SAVE_FAILURES.inc()
@@ -414,13 +430,51 @@ class CameraController:
         with self._lock:
             return self._live_ids()
 
-    def add_cameras(self, cameras: list[CameraConfig], *, strict: bool = False) -> dict[str, str]:
+    def _replay(self, request_id: str | None, kind: ChangeKind) -> AppliedChange | None:
+        """The change already applied under ``request_id`` (caller holds ``_lock``).
+
+        Raises:
+            RequestIdReusedError: the id was used for another kind of change (nothing applied).
+        """
+        if request_id is None:
+            return None
+        done = self._applied.get(request_id)
+        if done is not None and done.kind != kind:
+            raise RequestIdReusedError(f"request id {request_id!r} was already used for a {done.kind}, not a {kind}")
+        if done is not None:
+            log.info("%s request %s already applied at %.0f: answered again", kind, request_id, done.applied_ts)
+        return done
+
+    def _remember(
+        self, request_id: str | None, kind: ChangeKind, camera_ids: list[str], placed: dict[str, str] | None = None
+    ) -> None:
+        """Record an applied change (caller holds ``_lock`` and saves the state right after)."""
+        if request_id is None:
+            return
+        change = AppliedChange(
+            request_id=request_id, kind=kind, camera_ids=camera_ids, placed=placed or {}, applied_ts=time.time()
+        )
+        self._applied[request_id] = change
+        while len(self._applied) > APPLIED_KEPT:
+            self._applied.popitem(last=False)
+
+    def add_cameras(
+        self, cameras: list[CameraConfig], *, strict: bool = False, request_id: str | None = None
+    ) -> dict[str, str]:
         """Place and start new cameras; returns camera id → shard id of those added.
+
+        Args:
+            cameras: the cameras.
+            strict: refuse ids already in the inventory instead of skipping them.
+            request_id: the caller's id for this change; the same id again (a retry) answers the
+                first call's result and changes nothing.
 
         Raises:
             DuplicateCameraError: ``strict`` and an id is already in the inventory.
         """
         with self._lock:
+            if (done := self._replay(request_id, "add")) is not None:
+                return dict(done.placed)
             dupes = [c.id for c in cameras if c.id in self._cameras]
             if strict and dupes:
                 raise DuplicateCameraError(f"cameras already exist: {dupes}")
@@ -428,46 +482,69 @@ class CameraController:
             for cam in new:
                 self._cameras[cam.id] = cam
             result = self._apply(self._place(self._assignment), "add")
+            placed = {c.id: result.started.get(c.id, self._assignment.get(c.id, "")) for c in new}
+            self._remember(request_id, "add", [c.id for c in new], placed)
             self._save_state()
-            return {c.id: result.started.get(c.id, self._assignment.get(c.id, "")) for c in new}
+            return placed
 
-    def remove_cameras(self, camera_ids: list[str]) -> list[str]:
-        """Stop and forget cameras; returns the ids that were in the inventory."""
+    def remove_cameras(self, camera_ids: list[str], *, request_id: str | None = None) -> list[str]:
+        """Stop and forget cameras; returns the ids that were in the inventory (see ``add_cameras``
+        for ``request_id``)."""
         with self._lock:
+            if (done := self._replay(request_id, "remove")) is not None:
+                return list(done.camera_ids)
             removed = [cid for cid in camera_ids if self._cameras.pop(cid, None) is not None]
             self._apply(self._place(self._assignment), "remove")
+            self._remember(request_id, "remove", removed)
             self._save_state()
             return removed
 
-    def update_camera(self, camera: CameraConfig) -> str:
-        """Replace one camera's configuration; only that camera restarts. Returns its shard.
+    def update_camera(self, camera: CameraConfig, *, request_id: str | None = None) -> str:
+        """Replace one camera's configuration; only that camera restarts. Returns its shard (see
+        ``add_cameras`` for ``request_id``).
 
         Raises:
             UnknownCameraError: no camera with that id.
         """
         with self._lock:
-            if camera.id not in self._cameras:
-                raise UnknownCameraError(camera.id)
-            if self._cameras[camera.id] == camera:
-                return self._assignment.get(camera.id, "")
+            if (done := self._replay(request_id, "update")) is not None:
+                return done.placed.get(camera.id, "")
+            return self._update(camera, request_id, "update")
+
+    def _update(self, camera: CameraConfig, request_id: str | None, kind: ChangeKind) -> str:
+        """Replace a camera's config (caller holds ``_lock``). Returns its shard."""
+        if camera.id not in self._cameras:
+            raise UnknownCameraError(camera.id)
+        if self._cameras[camera.id] == camera and request_id is None:
+            return self._assignment.get(camera.id, "")
+        if self._cameras[camera.id] != camera:
             shard = self._running.pop(camera.id, None)
             ref = self._shards.get(shard) if shard is not None else None
             if ref is not None and ref.live:
                 self._call(ref, "remove_cameras", [camera.id], timeout_s=60.0)
             self._cameras[camera.id] = camera
-            self._apply(self._place(self._assignment), "update")
-            self._save_state()
-            return self._assignment.get(camera.id, "")
+            self._apply(self._place(self._assignment), kind)
+        where = self._assignment.get(camera.id, "")
+        self._remember(request_id, kind, [camera.id], {camera.id: where})
+        self._save_state()
+        return where
 
-    def transfer_camera(self, camera_id: str, district: str) -> CameraConfig:
-        """Move a camera to another district (its labels and API answers change; it stays on its shard)."""
+    def transfer_camera(self, camera_id: str, district: str, *, request_id: str | None = None) -> CameraConfig:
+        """Move a camera to another district (its labels and API answers change; it stays on its
+        shard). Returns its new config (see ``add_cameras`` for ``request_id``).
+
+        Raises:
+            UnknownCameraError: no camera with that id.
+        """
         with self._lock:
             cam = self._cameras.get(camera_id)
             if cam is None:
                 raise UnknownCameraError(camera_id)
+            if self._replay(request_id, "transfer") is not None:
+                return cam
             new = CameraConfig.model_validate({**cam.model_dump(), "district": district})
-        self.update_camera(new)
-        return new
+            self._update(new, request_id, "transfer")
+            return new
 
     def rebalance(self) -> Reassignment:
         """Move cameras off shards above the load bound (also done when shards join)."""
@@ -539,7 +616,8 @@ class CameraController:
 
         Raises:
             UnknownEventError: no shard holds a transition of that event.
-            EventAlreadyAcknowledgedError: acknowledged before (the message says by whom).
+            EventAlreadyAcknowledgedError: acknowledged before by someone else or with another note
+                (the message says by whom); the same acknowledgement again returns the first record.
             StorageError: the acknowledgement could not be stored (nothing recorded).
         """
         if not any(n.transition.event_id == event_id for n in self.events(0.0)):
@@ -548,6 +626,8 @@ class CameraController:
             acks = self._load_acks()
             if event_id in acks:
                 first = acks[event_id]
+                if (first.get("operator"), first.get("note"), first.get("by")) == (operator, note, by):
+                    return first  # the same acknowledgement again (a retry): answered, not refused
                 raise EventAlreadyAcknowledgedError(
                     f"event {event_id} was acknowledged by {first['operator']} at {first['ts']:.0f}"
                 )
@@ -606,15 +686,20 @@ class CameraController:
         if ref is None:
             return None
         try:
-            return ray.get(ref.actor.snapshot_jpeg.remote(camera_id), timeout=MEDIA_CALL_TIMEOUT_S)
+            return ref.caller(self._base.namespace).call(
+                "snapshot_jpeg", lambda a: a.snapshot_jpeg.remote(camera_id), MEDIA_POLICY
+            )
         except KeyError:  # the camera moved off that shard meanwhile
             return None
-        except (*SHARD_GONE, ray.exceptions.GetTimeoutError) as exc:
+        except (*SHARD_GONE, ControlPlaneUnavailableError, ray.exceptions.GetTimeoutError) as exc:
             log.warning("snapshot of camera %s: shard %s did not answer (%s)", camera_id, ref.shard_id, exc)
             return None
 
-    def export_clip(self, req: ExportRequest) -> ExportTicket:
+    def export_clip(self, req: ExportRequest, *, request_id: str | None = None) -> ExportTicket:
         """Start an emergency export of ``req.camera_id`` over ``[req.start_ts, req.end_ts]``.
+
+        ``request_id`` makes a retry safe: the export id is derived from it, the shard starts an
+        export id once, so the same request twice (even across a controller restart) is one export.
 
         Raises:
             UnknownCameraError: no camera with that id.
@@ -638,8 +723,13 @@ class CameraController:
             ref = self._media_shard(req.camera_id)
         if ref is None:
             raise ExportWindowError(f"camera {req.camera_id} runs on no shard right now (being placed); retry shortly")
+        export_id = new_export_id(req.start_ts, request_id)
+        with self._export_lock:
+            known = self._exports.get(export_id)
+        if known is not None:
+            return known.ticket
         order = ExportOrder(
-            export_id=new_export_id(req.start_ts),
+            export_id=export_id,
             camera_id=req.camera_id,
             start_ts=req.start_ts,
             end_ts=req.end_ts,
@@ -649,12 +739,14 @@ class CameraController:
             requested_at=now,
         )
         try:
-            progress: ExportProgress = ray.get(ref.actor.start_export.remote(order), timeout=MEDIA_CALL_TIMEOUT_S)
+            progress: ExportProgress = ref.caller(self._base.namespace).call(
+                "start_export", lambda a: a.start_export.remote(order), MEDIA_POLICY
+            )
         except ExportWindowError as exc:
             raise ExportWindowError(str(getattr(exc, "cause", exc))) from None
         except KeyError:
             raise ExportWindowError(f"camera {req.camera_id} is moving between shards; retry shortly") from None
-        except (*SHARD_GONE, ray.exceptions.GetTimeoutError) as exc:
+        except (*SHARD_GONE, ControlPlaneUnavailableError, ray.exceptions.GetTimeoutError) as exc:
             raise TimeoutError(f"shard {ref.shard_id} of camera {req.camera_id} did not answer: {exc}") from None
         by = _requested_by(req.requester, req.case_number)
         entry = _ExportEntry(ref.shard_id, self._ticket(by, progress))
@@ -694,8 +786,10 @@ class CameraController:
         progress: ExportProgress | None = None
         if ref is not None and ref.live:
             try:
-                progress = ray.get(ref.actor.export_progress.remote(export_id), timeout=MEDIA_CALL_TIMEOUT_S)
-            except ray.exceptions.GetTimeoutError:
+                progress = ref.caller(self._base.namespace).call(
+                    "export_progress", lambda a: a.export_progress.remote(export_id), MEDIA_POLICY
+                )
+            except (ray.exceptions.GetTimeoutError, ControlPlaneUnavailableError):
                 return entry.ticket  # the last known state; asked again on the next poll
             except SHARD_GONE:
                 progress = None
@@ -715,18 +809,11 @@ class CameraController:
         """An export this controller does not hold (it restarted) but a live shard still records or uploads."""
         with self._lock:
             refs = [r for r in self._shards.values() if r.live]
-        asks = {r.actor.export_progress.remote(export_id): r for r in refs}  # all shards at once
-        if not asks:
-            return None
-        ready, _ = ray.wait(list(asks), num_returns=len(asks), timeout=MEDIA_CALL_TIMEOUT_S)
-        for obj in ready:
-            try:
-                progress = ray.get(obj)
-            except SHARD_GONE:
-                continue
+        answers = gather({r.shard_id: r.actor.export_progress.remote(export_id) for r in refs}, MEDIA_CALL_TIMEOUT_S)
+        for shard_id, progress in answers.items():  # all shards at once
             if isinstance(progress, ExportProgress):
                 by = _requested_by(progress.requester, progress.case_number)
-                entry = _ExportEntry(asks[obj].shard_id, self._ticket(by, progress))
+                entry = _ExportEntry(shard_id, self._ticket(by, progress))
                 with self._export_lock:
                     return self._exports.setdefault(export_id, entry)
         return None
@@ -790,13 +877,11 @@ class CameraController:
         with self._lock:
             if self._state_dirty:
                 self._save_state()
-            refs = [(s, s.actor.stop.remote(drain_timeout_s)) for s in self._shards.values() if s.live]
-            stats: list[ShardStats] = []
-            for shard, ref in refs:
-                try:
-                    stats.append(ray.get(ref, timeout=drain_timeout_s + 30))
-                except (*SHARD_GONE, ray.exceptions.GetTimeoutError) as exc:
-                    log.warning("shard %s did not stop cleanly: %s", shard.shard_id, type(exc).__name__)
+            live = [s for s in self._shards.values() if s.live]
+            answers = gather({s.shard_id: s.actor.stop.remote(drain_timeout_s) for s in live}, drain_timeout_s + 30)
+            stats: list[ShardStats] = [a for a in answers.values() if a is not None]
+            for shard_id in [sid for sid, a in answers.items() if a is None]:
+                log.warning("shard %s did not stop cleanly (no answer in %.0f s)", shard_id, drain_timeout_s + 30)
             for s in self._shards.values():
                 with contextlib.suppress(ValueError, ray.exceptions.RayError):
                     ray.kill(s.actor, no_restart=True)
@@ -833,6 +918,7 @@ def _waiting_status(cam: CameraConfig, shard: str, now: float) -> CameraStatus:
 # -- media: snapshots and exports (helpers) ------------------------------------------------
 
 MEDIA_CALL_TIMEOUT_S = 10.0
+MEDIA_POLICY = CallPolicy(deadline_s=MEDIA_CALL_TIMEOUT_S, retry_died=False)
 EXPORTS_KEPT = 10_000  # tickets held in memory; older finished ones are found in the bucket
 _EXPORT_ID_RE = re.compile(r"^exp-(\d{8})-[0-9a-f]{12}$")
 _EXPORT_STATES: dict[ExportPhase, ExportState] = {
@@ -852,9 +938,15 @@ class _ExportEntry:
     ticket: ExportTicket
 
 
-def new_export_id(start_ts: float) -> str:
-    """``exp-YYYYMMDD-<12 hex>``: unique, and names the (UTC) day of the window start it is filed under."""
-    return f"exp-{datetime.fromtimestamp(start_ts, tz=UTC):%Y%m%d}-{uuid.uuid4().hex[:12]}"
+def new_export_id(start_ts: float, request_id: str | None = None) -> str:
+    """``exp-YYYYMMDD-<12 hex>``: names the (UTC) day of the window start it is filed under.
+
+    Random, or derived from ``request_id`` (the same request always gets the same export id).
+    """
+    day = f"{datetime.fromtimestamp(start_ts, tz=UTC):%Y%m%d}"
+    if request_id is None:
+        return f"exp-{day}-{uuid.uuid4().hex[:12]}"
+    return f"exp-{day}-{hashlib.sha256(request_id.encode()).hexdigest()[:12]}"
 
 
 def export_day(export_id: str) -> date | None:
@@ -872,4 +964,6 @@ def _requested_by(requester: str, case_number: str) -> str:
     return f"{requester} case {case_number}"
 
 
-RemoteCameraController = ray.remote(num_cpus=0, max_concurrency=8, max_restarts=3)(CameraController)
+# Restarted by Ray as often as it dies (-1): the control plane is a singleton with nothing to fall
+# back to, its state is in S3 and the shards outlive it, so a restart costs seconds and no camera.
+RemoteCameraController = ray.remote(num_cpus=0, max_concurrency=8, max_restarts=-1)(CameraController)

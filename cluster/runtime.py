@@ -15,6 +15,7 @@ import logging
 import os
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +32,7 @@ from serve_apps.api.app import API_APP, build_api_app
 from serve_apps.api.auth import TokenSpecError, resolve_access
 from serve_apps.detector.deployment import build_detector_app, detector_route
 from serve_apps.metrics_export import TARGETS_ACTOR, MetricsTargets, file_sd
+from serve_apps.remote_call import READ, WRITE, ActorCaller, CallPolicy, ControlPlaneUnavailableError
 from storage.access import S3Access
 from storage.clip_store import ClipStore, StorageError
 from storage.embedded_s3 import EmbeddedS3
@@ -38,6 +40,12 @@ from storage.evidence import DailyManifestWriter, EvidenceStore
 from storage.model_store import ModelStore
 
 log = logging.getLogger(__name__)
+
+CONTROLLER_START = CallPolicy(deadline_s=300.0, attempt_timeout_s=240.0)
+"""Its constructor waits up to 180 s for every shard to answer."""
+CONTROLLER_STOP = CallPolicy(deadline_s=200.0)
+"""Shards drain their clips and spools (60 s each, in parallel)."""
+SD_READ = CallPolicy(deadline_s=10.0)
 
 
 class StartupError(RuntimeError):
@@ -80,6 +88,7 @@ class Runtime:
     endpoints: Endpoints | None = None
     store: ClipStore | None = None
     controller: ray.actor.ActorHandle | None = None
+    _controller: ActorCaller | None = None
     _steps: list[_Step] = field(default_factory=list)
     _sd_stop: threading.Event = field(default_factory=threading.Event)
     final_stats: list[ShardStats] = field(default_factory=list)
@@ -146,7 +155,8 @@ class Runtime:
         self._push("api app", lambda: serve.delete(API_APP))
 
         controller = ensure_controller(cfg, s3, state)
-        ray.get(controller.shard_ids.remote())
+        self._controller = ActorCaller(CONTROLLER_NAME, ns, controller)
+        self._controller.call("shard_ids", lambda c: c.shard_ids.remote(), CONTROLLER_START)  # shards are up
         self.controller = controller
         self._push("controller", self._stop_controller)
 
@@ -169,13 +179,14 @@ class Runtime:
         return self.endpoints
 
     def add_cameras(self, cameras: list[CameraConfig]) -> dict[str, str]:
-        assert self.controller is not None, "runtime not started"
-        return ray.get(self.controller.add_cameras.remote(cameras))
+        assert self._controller is not None, "runtime not started"
+        req = f"runtime/{uuid.uuid4().hex}"  # one change, however often the call is retried
+        return self._controller.call("add_cameras", lambda c: c.add_cameras.remote(cameras, request_id=req), WRITE)
 
     def assignment(self) -> dict[str, str]:
         """Camera id → shard id, as the controller placed them."""
-        assert self.controller is not None, "runtime not started"
-        return ray.get(self.controller.assignment.remote())
+        assert self._controller is not None, "runtime not started"
+        return self._controller.call("assignment", lambda c: c.assignment.remote(), READ)
 
     def _start_object_store(self, state: Path) -> S3Access:
         st = self.cfg.storage
@@ -243,11 +254,11 @@ class Runtime:
         return True
 
     def _stop_controller(self) -> None:
-        if self.controller is None:
+        if self.controller is None or self._controller is None:
             return
-        self.final_stats = ray.get(self.controller.stop.remote(), timeout=180)
-        ray.kill(self.controller)
-        self.controller = None
+        self.final_stats = self._controller.call("stop", lambda c: c.stop.remote(), CONTROLLER_STOP)
+        ray.kill(self._controller.handle())  # the handle now held (a restarted controller has a new one)
+        self.controller = self._controller = None
 
     def _take_clip_inventory(self) -> None:
         if self.store is not None:
@@ -255,10 +266,11 @@ class Runtime:
 
     def _write_file_sd(self, registry: ray.actor.ActorHandle, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
+        targets = ActorCaller(TARGETS_ACTOR, self.cfg.cluster.namespace, registry)
         while not self._sd_stop.is_set():
             try:
-                doc = file_sd(ray.get(registry.targets.remote(), timeout=10))
-            except (ray.exceptions.RayError, TimeoutError) as exc:
+                doc = file_sd(targets.call("targets", lambda r: r.targets.remote(), SD_READ))
+            except (ray.exceptions.RayError, ControlPlaneUnavailableError) as exc:
                 log.warning("could not read metrics targets: %s", exc)
             else:
                 tmp = path.with_suffix(".tmp")
@@ -284,5 +296,5 @@ class Runtime:
                 log.info("stopped %s (%.1f s)", step.name, time.monotonic() - t0)
 
     def stats(self) -> list[ShardStats]:
-        assert self.controller is not None
-        return ray.get(self.controller.stats.remote())
+        assert self._controller is not None, "runtime not started"
+        return self._controller.call("stats", lambda c: c.stats.remote(), READ)

@@ -16,12 +16,13 @@ error is one JSON shape (``serve_apps.api.error_shape``).
 import asyncio
 import logging
 import time
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import asdict
 from typing import Annotated, Any
 
 import ray
-from fastapi import FastAPI, HTTPException, Path, Query, Request, Response
+from fastapi import Depends, FastAPI, Header, HTTPException, Path, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
@@ -35,6 +36,7 @@ from serve_apps.api.error_shape import ERROR_RESPONSES, GuardMiddleware, install
 from serve_apps.api.errors import (
     DuplicateCameraError,
     EventAlreadyAcknowledgedError,
+    RequestIdReusedError,
     UnknownCameraError,
     UnknownEventError,
 )
@@ -52,6 +54,7 @@ from serve_apps.api.events import (
 )
 from serve_apps.api.exports import ExportRequest, ExportTicket
 from serve_apps.metrics_export import TARGETS_ACTOR, file_sd
+from serve_apps.remote_call import ActorCaller, ActorNotFoundError, CallPolicy, ControlPlaneUnavailableError, Invoke
 from storage.access import S3Access
 from storage.access_log import AccessEntry, AccessLog
 from storage.clip_store import ClipIntegrityError, ClipStore, StorageError
@@ -67,6 +70,12 @@ STREAM_POLL_S = 0.5
 STREAM_HEARTBEAT_S = 15.0
 CLIP_KEY_PATTERN = r"^(clips|exports)/[A-Za-z0-9_./-]{1,400}\.mp4$"
 MAX_TS = 4_102_444_800.0  # 2100-01-01: query bounds stay inside what datetime can represent
+# Controller calls ride out a controller restart (seconds) and answer 503 + Retry-After before a
+# client's usual 60 s timeout. Writes carry a request id, so their retries are idempotent too.
+CONTROLLER_READ = CallPolicy(deadline_s=20.0, attempt_timeout_s=10.0)
+CONTROLLER_WRITE = CallPolicy(deadline_s=45.0)
+TARGETS_READ = CallPolicy(deadline_s=10.0, attempt_timeout_s=5.0, retry_not_found=False)
+IDEMPOTENCY_KEY_PATTERN = r"^[A-Za-z0-9_.:-]{1,100}$"
 
 api = FastAPI(
     title="cctv-cluster control API",
@@ -133,8 +142,28 @@ def _check_analytics(cam: CameraConfig) -> None:
         raise HTTPException(status_code=422, detail=f"camera {cam.id!r}: analytics not usable: {exc}") from None
 
 
-def _not_available(what: str, missing: str) -> HTTPException:
-    return HTTPException(status_code=501, detail=f"{what} is not available in this build ({missing})")
+def request_id(
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            pattern=IDEMPOTENCY_KEY_PATTERN,
+            description=(
+                "Names this change: sent again (after a 503 or a lost answer) it returns the first answer and "
+                "changes nothing. Without it each request is its own change (still retried safely inside the API)."
+            ),
+        ),
+    ] = None,
+) -> str:
+    """The controller's request id of a change: the client's ``Idempotency-Key``, or a fresh one."""
+    return f"key:{idempotency_key}" if idempotency_key else f"req:{uuid.uuid4().hex}"
+
+
+RequestId = Annotated[str, Depends(request_id)]
+
+
+def _scoped(caller: Caller, rid: str) -> str:
+    """A request id per caller: two clients that pick the same key do not share an answer."""
+    return f"{caller.name}/{rid}"
 
 
 # The routes mostly await the controller or the store: many requests in flight per replica. With
@@ -157,7 +186,8 @@ class ControlApi:
         self._controller_name = controller_name
         self._namespace = namespace
         self._cfg = api_cfg or ApiConfig()
-        self._handle: ray.actor.ActorHandle | None = None
+        self._controller = ActorCaller(controller_name, namespace)
+        self._targets = ActorCaller(TARGETS_ACTOR, namespace)
         auth.install(tokens)
         if tokens.open_access:
             log.warning("control API without tokens (api.auth_required is false): every caller is an admin")
@@ -175,26 +205,22 @@ class ControlApi:
 
     # -- plumbing ---------------------------------------------------------------------------
 
-    def _controller(self) -> ray.actor.ActorHandle:
-        if self._handle is None:
-            try:
-                self._handle = ray.get_actor(self._controller_name, namespace=self._namespace)
-            except ValueError as exc:
-                raise HTTPException(status_code=503, detail="camera controller is not running") from exc
-        return self._handle
+    async def _read(self, method: str, invoke: Invoke) -> Any:
+        """A controller query, retried through a controller restart (then 503 + Retry-After)."""
+        return await self._controller.call_async(method, invoke, CONTROLLER_READ)
 
-    async def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        """A controller method's answer; a controller that went away is looked up again next time."""
-        ctl = self._controller()
+    async def _write(self, method: str, invoke: Invoke) -> Any:
+        """A controller change; ``invoke`` passes the request id, so a retry is the same change.
+
+        Raises:
+            HTTPException: 422 when the client's Idempotency-Key already named another change.
+        """
         try:
-            fn = getattr(ctl, method)
-        except AttributeError:
-            raise _not_available(f"controller method {method}", "the controller does not have it") from None
-        try:
-            return await fn.remote(*args, **kwargs)
-        except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError):
-            self._handle = None
-            raise
+            return await self._controller.call_async(method, invoke, CONTROLLER_WRITE)
+        except RequestIdReusedError as exc:
+            raise HTTPException(
+                status_code=422, detail=f"Idempotency-Key reused: {str(exc).splitlines()[-1]}"
+            ) from None
 
     def _need_store(self) -> ClipStore:
         if self._store is None:
@@ -233,11 +259,11 @@ class ControlApi:
     @api.get("/cameras")
     async def cameras(self, _: Viewer) -> list[dict[str, Any]]:
         """Every camera with its state, shard and the reason for its state."""
-        return [asdict(s) for s in await self._call("status")]
+        return [asdict(s) for s in await self._read("status", lambda c: c.status.remote())]
 
     @api.get("/cameras/{camera_id}")
     async def camera(self, camera_id: CameraId, _: Viewer) -> dict[str, Any]:
-        for s in await self._call("status"):
+        for s in await self._read("status", lambda c: c.status.remote()):
             if s.camera_id == camera_id:
                 return asdict(s)
         raise HTTPException(status_code=404, detail=f"no camera with id {camera_id!r}")
@@ -246,10 +272,10 @@ class ControlApi:
     async def camera_config(self, camera_id: CameraId, _: Viewer) -> dict[str, Any]:
         """The camera's configuration (URL password redacted) and the shard that runs it."""
         try:
-            cam = await self._call("camera", camera_id)
+            cam = await self._read("camera", lambda c: c.camera.remote(camera_id))
         except UnknownCameraError:
             raise HTTPException(status_code=404, detail=f"no camera with id {camera_id!r}") from None
-        shard = (await self._call("assignment")).get(camera_id)
+        shard = (await self._read("assignment", lambda c: c.assignment.remote())).get(camera_id)
         return {"camera": _public(cam), "shard": shard}
 
     @api.get(
@@ -260,7 +286,7 @@ class ControlApi:
     async def snapshot(self, camera_id: CameraId, _: Viewer) -> Response:
         """The camera's latest frame (JPEG)."""
         try:
-            jpeg = await self._call("snapshot", camera_id)
+            jpeg = await self._read("snapshot", lambda c: c.snapshot.remote(camera_id))
         except UnknownCameraError:
             raise HTTPException(status_code=404, detail=f"no camera with id {camera_id!r}") from None
         if not jpeg:
@@ -268,39 +294,51 @@ class ControlApi:
         return Response(content=jpeg, media_type="image/jpeg", headers={"Cache-Control": "no-store"})
 
     @api.post("/cameras", status_code=201)
-    async def add_camera(self, camera: CameraConfig, _: Admin) -> dict[str, Any]:
+    async def add_camera(self, camera: CameraConfig, caller: Admin, rid: RequestId) -> dict[str, Any]:
         """Add a camera; it starts streaming on the shard the controller picks. 409 if the id exists."""
         _check_analytics(camera)
+        req = _scoped(caller, rid)
         try:
-            placed = await self._call("add_cameras", [camera], strict=True)
+            placed = await self._write(
+                "add_cameras", lambda c: c.add_cameras.remote([camera], strict=True, request_id=req)
+            )
         except DuplicateCameraError:
             raise HTTPException(status_code=409, detail=f"camera {camera.id!r} already exists") from None
         return {"camera": _public(camera), "shard": placed.get(camera.id)}
 
     @api.put("/cameras/{camera_id}")
-    async def update_camera(self, camera_id: CameraId, camera: CameraConfig, _: Admin) -> dict[str, Any]:
+    async def update_camera(
+        self, camera_id: CameraId, camera: CameraConfig, caller: Admin, rid: RequestId
+    ) -> dict[str, Any]:
         """Replace a camera's configuration; only that camera restarts."""
         if camera.id != camera_id:
             raise HTTPException(status_code=400, detail=f"body id {camera.id!r} differs from the path's {camera_id!r}")
         _check_analytics(camera)
         try:
-            shard = await self._call("update_camera", camera)
+            req = _scoped(caller, rid)
+            shard = await self._write("update_camera", lambda c: c.update_camera.remote(camera, request_id=req))
         except UnknownCameraError:
             raise HTTPException(status_code=404, detail=f"no camera with id {camera_id!r}") from None
         return {"camera": _public(camera), "shard": shard}
 
     @api.delete("/cameras/{camera_id}", status_code=204, response_class=Response)
-    async def remove_camera(self, camera_id: CameraId, _: Admin) -> Response:
+    async def remove_camera(self, camera_id: CameraId, caller: Admin, rid: RequestId) -> Response:
         """Stop and forget a camera (its open events are closed, its clips finished)."""
-        if not await self._call("remove_cameras", [camera_id]):
+        req = _scoped(caller, rid)
+        if not await self._write("remove_cameras", lambda c: c.remove_cameras.remote([camera_id], request_id=req)):
             raise HTTPException(status_code=404, detail=f"no camera with id {camera_id!r}")
         return Response(status_code=204)
 
     @api.post("/cameras/{camera_id}/transfer")
-    async def transfer_camera(self, camera_id: CameraId, body: TransferRequest, _: Admin) -> dict[str, Any]:
+    async def transfer_camera(
+        self, camera_id: CameraId, body: TransferRequest, caller: Admin, rid: RequestId
+    ) -> dict[str, Any]:
         """Move a camera to another district (it keeps its shard; its labels change)."""
+        req = _scoped(caller, rid)
         try:
-            cam = await self._call("transfer_camera", camera_id, body.district)
+            cam = await self._write(
+                "transfer_camera", lambda c: c.transfer_camera.remote(camera_id, body.district, request_id=req)
+            )
         except UnknownCameraError:
             raise HTTPException(status_code=404, detail=f"no camera with id {camera_id!r}") from None
         return {"camera": _public(cam)}
@@ -333,7 +371,7 @@ class ControlApi:
         if limit > self._cfg.events_page_max:
             cap = self._cfg.events_page_max
             raise HTTPException(status_code=400, detail=f"limit is above api.events_page_max={cap}")
-        notices, districts, acks = await self._call("event_view", 0.0)
+        notices, districts, acks = await self._read("event_view", lambda c: c.event_view.remote(0.0))
         chosen = select(
             fold(notices, districts, acks),
             since_ts=since,
@@ -350,7 +388,10 @@ class ControlApi:
     async def acknowledge(self, event_id: EventId, body: AckRequest, caller: Operator) -> Acknowledgement:
         """Record that an operator saw the event (once; 409 if already acknowledged)."""
         try:
-            record = await self._call("acknowledge_event", event_id, body.operator, body.note, caller.name)
+            record = await self._write(
+                "acknowledge_event",
+                lambda c: c.acknowledge_event.remote(event_id, body.operator, body.note, caller.name),
+            )
         except UnknownEventError:
             raise HTTPException(status_code=404, detail=f"no event with id {event_id!r}") from None
         except EventAlreadyAcknowledgedError as exc:
@@ -409,8 +450,8 @@ class ControlApi:
             if await request.is_disconnected():
                 return
             try:
-                notices, districts, _ = await self._call("event_view", cursor)
-            except (HTTPException, ray.exceptions.RayError) as exc:  # the answer has started: say so in-band
+                notices, districts, _ = await self._read("event_view", lambda c, at=cursor: c.event_view.remote(at))
+            except (HTTPException, ray.exceptions.RayError, ControlPlaneUnavailableError) as exc:  # in-band: started
                 why = exc.detail if isinstance(exc, HTTPException) else f"control plane: {type(exc).__name__}"
                 yield sse_frame({"status": 503, "detail": why}, event="error")
                 return
@@ -437,7 +478,7 @@ class ControlApi:
     # -- clips: emergency exports, views, evidence, access log ------------------------------
 
     @api.post("/exports", status_code=202)
-    async def request_export(self, body: ExportRequest, caller: Operator) -> ExportTicket:
+    async def request_export(self, body: ExportRequest, caller: Operator, rid: RequestId) -> ExportTicket:
         """An emergency export (112/119): the clip of a camera's window, as a presigned URL when done.
 
         The request is written to the access log (who, case number, reason) before it starts.
@@ -448,7 +489,10 @@ class ControlApi:
             raise HTTPException(status_code=400, detail=str(exc)) from None
         self._log()
         try:
-            ticket: ExportTicket = await self._call("export_clip", body)
+            req = _scoped(caller, rid)
+            ticket: ExportTicket = await self._write(
+                "export_clip", lambda c: c.export_clip.remote(body, request_id=req)
+            )
         except UnknownCameraError:
             raise HTTPException(status_code=404, detail=f"no camera with id {body.camera_id!r}") from None
         except ValueError as exc:
@@ -475,7 +519,7 @@ class ControlApi:
     async def export_status(self, export_id: ExportId, caller: Operator) -> ExportTicket:
         """An export's state; once ``done`` it carries a presigned URL (each hand-out is a logged view)."""
         try:
-            ticket: ExportTicket = await self._call("export_status", export_id)
+            ticket: ExportTicket = await self._read("export_status", lambda c: c.export_status.remote(export_id))
         except KeyError:
             raise HTTPException(status_code=404, detail=f"no export with id {export_id!r}") from None
         if ticket.state == "done" and ticket.clip_key:
@@ -565,10 +609,10 @@ class ControlApi:
     async def metrics_targets(self, _: Viewer) -> list[dict[str, object]]:
         """Prometheus http_sd document listing every process's metrics endpoint (viewer token)."""
         try:
-            registry = ray.get_actor(TARGETS_ACTOR, namespace=self._namespace)
-        except ValueError:
-            return []
-        return file_sd(await registry.targets.remote())
+            targets = await self._targets.call_async("targets", lambda r: r.targets.remote(), TARGETS_READ)
+        except ActorNotFoundError:
+            return []  # no process registered an endpoint yet
+        return file_sd(targets)
 
 
 def build_api_app(

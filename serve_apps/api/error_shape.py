@@ -21,6 +21,8 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from serve_apps.remote_call import ControlPlaneUnavailableError
+
 log = logging.getLogger(__name__)
 
 Scope = MutableMapping[str, Any]
@@ -89,15 +91,33 @@ async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
     return error_json(422, f"invalid input: {summary}" if summary else "invalid input", fields)
 
 
+RETRY_AFTER_S = 2
+"""What a 503 from a control-plane hiccup tells the client to wait (a controller restart takes seconds)."""
+
+
 async def _ray_error(_: Request, exc: Exception) -> JSONResponse:
     log.warning("control plane call failed: %s: %s", type(exc).__name__, exc)
-    return error_json(503, f"the control plane did not answer ({type(exc).__name__}); try again")
+    return error_json(
+        503,
+        f"the control plane did not answer ({type(exc).__name__}); try again",
+        headers={"Retry-After": str(RETRY_AFTER_S)},
+    )
+
+
+async def _unavailable(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ControlPlaneUnavailableError)
+    detail = (
+        f"the control plane is restarting or busy: {exc.target} gave no answer in {exc.waited_s:.0f} s; "
+        f"retry after {exc.retry_after_header} s (a change with the same Idempotency-Key is applied once)"
+    )
+    return error_json(503, detail, headers={"Retry-After": exc.retry_after_header})
 
 
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(ray.exceptions.RayError, _ray_error)
+    app.add_exception_handler(ControlPlaneUnavailableError, _unavailable)
 
 
 async def send_error(send: Send, status: int, detail: str, headers: dict[str, str] | None = None) -> None:

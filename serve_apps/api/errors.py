@@ -27,3 +27,7 @@ class UnknownExportError(KeyError):
 
 class ExportWindowError(ValueError):
     """An export window that cannot be recorded (nothing buffered or to come for it; HTTP 400)."""
+
+
+class RequestIdReusedError(ValueError):
+    """A request id (``Idempotency-Key``) sent again with another kind of change (HTTP 422)."""

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,8 +25,10 @@ from cluster.control_state import STATE_KEY, ControlState
 from cluster.footage import prepare_stream
 from cluster.runtime import Runtime
 from configs.schema import AppConfig, CameraConfig, ClusterConfig, DetectorConfig
+from serve_apps.api.errors import DuplicateCameraError, RequestIdReusedError
 from serve_apps.metrics_export import free_port
 from tests.support.api import admin_client
+from tests.support.wait import wait_for
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -57,15 +61,6 @@ def _status(api: httpx.Client) -> dict[str, dict]:
     return {s["camera_id"]: s for s in api.get("/cameras", timeout=30).json()}
 
 
-def _wait(pred, timeout_s: float):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if value := pred():
-            return value
-        time.sleep(0.5)
-    return pred()
-
-
 def _streaming(api: httpx.Client, ids: list[str]) -> bool:
     st = _status(api)
     return all(c in st and st[c]["state"] == CameraState.STREAMING.value for c in ids)
@@ -74,7 +69,7 @@ def _streaming(api: httpx.Client, ids: list[str]) -> bool:
 def test_add_update_transfer_remove_live_without_touching_others(setup: tuple) -> None:
     rt, stream, api = setup
     base = [f"cam-{i}" for i in range(4)]
-    assert _wait(lambda: _streaming(api, base), 60), _status(api)
+    wait_for(lambda: _streaming(api, base), 60, f"cameras {base} streaming")
     before = _status(api)
 
     new = {"id": "cam-new", "district": "nam-gu"}
@@ -84,7 +79,7 @@ def test_add_update_transfer_remove_live_without_touching_others(setup: tuple) -
     assert api.post("/cameras", json={**new, "url": str(stream)}, timeout=60).status_code == 409
     bad = api.post("/cameras", json={"id": "x y", "url": "ftp://nope", "colour": 1}, timeout=30)
     assert bad.status_code == 422 and "colour" in bad.text
-    assert _wait(lambda: _streaming(api, ["cam-new"]), 60)
+    wait_for(lambda: _streaming(api, ["cam-new"]), 60, "cam-new streaming")
 
     # Update: only the updated camera restarts (a new since_ts); the others keep their streams.
     upd = {"id": "cam-1", "url": str(stream), "loop": True, "decode_mode": "sampled", "district": "seo-gu"}
@@ -98,7 +93,7 @@ def test_add_update_transfer_remove_live_without_touching_others(setup: tuple) -
     cfg = api.get("/cameras/cam-2/config", timeout=30).json()
     assert cfg["camera"]["district"] == "buk-gu" and cfg["shard"]
 
-    assert _wait(lambda: _streaming(api, base), 60)
+    wait_for(lambda: _streaming(api, base), 60, f"cameras {base} streaming after the changes")
     after = _status(api)
     for cid in ("cam-0", "cam-3"):
         assert after[cid]["since_ts"] == before[cid]["since_ts"], cid  # same stream, never restarted
@@ -141,7 +136,7 @@ def test_controller_restart_recovers_assignment_without_touching_streams(setup: 
         api.post("/cameras", json={"id": "cam-live", "url": str(stream), "loop": True}, timeout=60).status_code == 201
     )
     ids = [f"cam-{i}" for i in range(4)] + ["cam-live"]
-    assert _wait(lambda: _streaming(api, ids), 60)
+    wait_for(lambda: _streaming(api, ids), 60, f"cameras {ids} streaming")
     assignment = ray.get(ctl.assignment.remote())  # type: ignore[union-attr]
     shards = [ray.get_actor(f"cctv-{sid}", namespace=NS) for sid in sorted(set(assignment.values()))]
     incarnations = ray.get([s.incarnation.remote() for s in shards])
@@ -150,10 +145,142 @@ def test_controller_restart_recovers_assignment_without_touching_streams(setup: 
     assert "cam-live" in {c.id for c in stored.cameras} and stored.assignment == assignment
 
     ray.kill(ctl, no_restart=False)  # the controller process dies; Ray restarts it
-    time.sleep(2)
     ctl2 = ray.get_actor("cctv-controller", namespace=NS)
-    assert _wait(lambda: ray.get(ctl2.assignment.remote(), timeout=60), 120) == assignment
+    # While Ray restarts it, calls fail with ActorUnavailableError: the wait counts those as "not yet".
+    back = wait_for(lambda: ray.get(ctl2.assignment.remote(), timeout=60), 120, "the restarted controller's assignment")
+    assert back == assignment
     assert ray.get([s.incarnation.remote() for s in shards]) == incarnations
     after = _status(api)
     for cid in ids:  # the live-added camera is back from S3, and nothing restarted
         assert after[cid]["since_ts"] == before[cid]["since_ts"], cid
+
+
+def _crash_controller() -> None:
+    """Kill the controller's process (Ray restarts it) and return once it is down."""
+    ctl = ray.get_actor("cctv-controller", namespace=NS)
+    ray.kill(ctl, no_restart=False)
+
+    def down() -> bool:
+        try:
+            ray.get(ctl.shard_ids.remote(), timeout=1)
+        except ray.exceptions.RayActorError:
+            return True  # unavailable (restarting) or the call died with it
+        except ray.exceptions.GetTimeoutError:
+            return True  # still starting again
+        return False
+
+    wait_for(down, 30, "the killed controller to stop answering", interval_s=0.05, not_yet=())
+
+
+def test_a_retried_change_is_applied_once_even_across_a_controller_restart(setup: tuple) -> None:
+    _, _, api = setup
+    ctl = ray.get_actor("cctv-controller", namespace=NS)
+    cam = CameraConfig(id="cam-idem", url="rtsp://127.0.0.1:9/idem", district="nam-gu")
+    first = ray.get(ctl.add_cameras.remote([cam], strict=True, request_id="t/idem-add"), timeout=120)
+    # The same request again (its answer was lost): the first answer, no 409, no second change.
+    assert ray.get(ctl.add_cameras.remote([cam], strict=True, request_id="t/idem-add"), timeout=120) == first
+    with pytest.raises(DuplicateCameraError):  # another request for the same id is still refused
+        ray.get(ctl.add_cameras.remote([cam], strict=True, request_id="t/idem-other"), timeout=120)
+    assert ray.get(ctl.remove_cameras.remote(["cam-idem"], request_id="t/idem-rm"), timeout=120) == ["cam-idem"]
+
+    _crash_controller()  # the applied request ids are in the stored state, beside the inventory
+    again = wait_for(
+        lambda: ray.get(ctl.remove_cameras.remote(["cam-idem"], request_id="t/idem-rm"), timeout=60),
+        120,
+        "the restarted controller answering the retried remove",
+    )
+    assert again == ["cam-idem"]  # answered from the record: the retry after the restart is no 404
+    assert ray.get(ctl.remove_cameras.remote(["cam-idem"], request_id="t/idem-rm2"), timeout=60) == []
+    with pytest.raises(RequestIdReusedError):
+        ray.get(ctl.add_cameras.remote([cam], request_id="t/idem-rm"), timeout=60)
+    assert "cam-idem" not in ray.get(ctl.assignment.remote(), timeout=60)
+
+    # Over HTTP: the client's Idempotency-Key names the change.
+    body = {"id": "cam-key", "url": "rtsp://127.0.0.1:9/key", "district": "buk-gu"}
+    key = {"Idempotency-Key": "client-7f3a"}
+    r1 = api.post("/cameras", json=body, headers=key, timeout=60)
+    r2 = api.post("/cameras", json=body, headers=key, timeout=60)
+    assert r1.status_code == r2.status_code == 201 and r1.json() == r2.json(), (r1.text, r2.text)
+    assert api.post("/cameras", json=body, timeout=60).status_code == 409  # no key: a new request
+    reused = api.delete("/cameras/cam-key", headers=key, timeout=60)
+    assert reused.status_code == 422 and "Idempotency-Key" in reused.json()["detail"], reused.text
+    bad = api.delete("/cameras/cam-key", headers={"Idempotency-Key": "no spaces"}, timeout=60)
+    assert bad.status_code == 422 and bad.json()["fields"][0]["loc"] == "header.idempotency-key", bad.text
+    rm = {"Idempotency-Key": "client-7f3b"}
+    assert [api.delete("/cameras/cam-key", headers=rm, timeout=60).status_code for _ in range(2)] == [204, 204]
+
+
+@pytest.mark.slow
+def test_api_answers_2xx_or_503_while_the_controller_is_killed_in_a_loop(setup: tuple) -> None:
+    """A control-centre client changes cameras while the controller dies four times.
+
+    The client does what the API asks: it resends a 503 after ``Retry-After`` with the same
+    ``Idempotency-Key``. Every answer must be 2xx, or 503 with ``Retry-After`` in the error
+    shape; a 404/409 would mean a retried change was applied twice, a 500 a leak. At the end
+    the inventory is exactly what the client was told.
+    """
+    _, _, api = setup
+    answers: dict[int, int] = {}
+    waits_s: list[float] = []
+    stop = threading.Event()
+    kills: list[float] = []
+
+    def killer() -> None:
+        while len(kills) < 4 and not stop.wait(5.0):
+            _crash_controller()
+            kills.append(time.monotonic())
+
+    def request(method: str, url: str, body: dict | None = None, *, change: bool) -> httpx.Response:
+        headers = {"Idempotency-Key": f"kl-{uuid.uuid4().hex}"} if change else {}
+        deadline = time.monotonic() + 120
+        while True:
+            t_ask = time.monotonic()
+            r = api.request(method, url, json=body, headers=headers, timeout=60)
+            waits_s.append(time.monotonic() - t_ask)
+            answers[r.status_code] = answers.get(r.status_code, 0) + 1
+            if r.status_code != 503:
+                assert r.status_code < 300, f"{method} {url}: {r.status_code} {r.text}"
+                return r
+            err = r.json()
+            assert set(err) >= {"status", "error", "detail"} and err["status"] == 503, r.text
+            assert r.headers.get("retry-after", "").isdigit(), f"503 without Retry-After: {r.headers}"
+            assert time.monotonic() < deadline, f"{method} {url}: still 503 after 120 s: {r.text}"
+            time.sleep(int(r.headers["retry-after"]))
+
+    told: dict[str, str] = {}  # camera id -> district, as the client was told
+    thread = threading.Thread(target=killer, name="controller-killer", daemon=True)
+    thread.start()
+    i = 0
+    t0 = time.monotonic()
+    try:
+        while thread.is_alive() or i < 8:  # a few rounds at least, and on until the fourth kill
+            cid = f"kl-{i:02d}"
+            body = {"id": cid, "url": f"rtsp://127.0.0.1:9/{cid}", "district": "seo-gu"}
+            request("POST", "/cameras", body, change=True)
+            told[cid] = "seo-gu"
+            if i % 2 == 1:
+                request("POST", f"/cameras/{cid}/transfer", {"district": "buk-gu"}, change=True)
+                told[cid] = "buk-gu"
+            if i >= 2 and i % 3 != 0:  # most cameras leave again: a handful stream at any time
+                gone = f"kl-{i - 2:02d}"
+                request("DELETE", f"/cameras/{gone}", change=True)
+                told.pop(gone)
+            listed = {c["camera_id"] for c in request("GET", "/cameras", change=False).json()}
+            assert set(told) <= listed, sorted(set(told) - listed)
+            request("GET", f"/cameras/{cid}/config", change=False)
+            i += 1
+            assert time.monotonic() - t0 < 300, f"the kill loop did not end in 300 s ({len(kills)} kills)"
+            time.sleep(0.3)
+    finally:
+        stop.set()
+        thread.join(120)
+    assert len(kills) == 4, kills
+    inventory = {c["camera_id"]: c["district"] for c in request("GET", "/cameras", change=False).json()}
+    assert {c: d for c, d in inventory.items() if c.startswith("kl-")} == told
+    rode_out = [w for w in waits_s if w > 1.0]  # answers that waited for a restarted controller
+    print(
+        f"\n{i} rounds, 4 controller kills, answers by status: {dict(sorted(answers.items()))}; "
+        f"{len(rode_out)} requests rode out a restart (longest {max(waits_s):.1f} s)"
+    )
+    assert rode_out, "no request met a restarting controller: the kills did not exercise the retries"
+    assert 500 not in answers
