@@ -1,7 +1,7 @@
 """Which Ray errors the shared caller retries, and how the API and the CLI answer an unavailable controller.
 
 Pure logic: Ray's exception classes are built directly (no ``ray.init``); the calls themselves
-against a restarting actor are in tests/integration/test_remote_call.py.
+against a restarting actor are in tests/integration/test_remote_call_live.py.
 """
 
 from __future__ import annotations
