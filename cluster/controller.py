@@ -73,7 +73,7 @@ from serve_apps.api.errors import (
 )
 from serve_apps.api.exports import ExportRequest, ExportState, ExportTicket
 from serve_apps.metrics_export import export_metrics
-from serve_apps.remote_call import ActorCaller, CallPolicy, ControlPlaneUnavailableError, gather
+from serve_apps.remote_call import TARGET_GONE, ActorCaller, CallPolicy, ControlPlaneUnavailableError, gather
 from storage.clip_store import ClipStore, StorageError
 from storage.records import CLIP_SUFFIX, EXPORT_PREFIX
 
@@ -84,8 +84,6 @@ ACK_PREFIX = "control/acks/"
 NODE_POLL_S = 5.0
 RECONCILE_INTERVAL_S = 1.0
 PING_TIMEOUT_S = 2.0
-# A shard that died, cannot be reached, or cannot be placed (its node is gone).
-SHARD_GONE = (ray.exceptions.RayActorError, ray.exceptions.ActorUnschedulableError)
 
 # The controller's own registry: it imports the shard modules but must not expose their idle series.
 CONTROL_REGISTRY = CollectorRegistry(auto_describe=True)
@@ -259,7 +257,7 @@ class CameraController:
                     inc = ray.get(ref.actor.incarnation.remote(), timeout=max(0.1, min(1.0, deadline - time.time())))
                 except ray.exceptions.GetTimeoutError:
                     continue
-                except SHARD_GONE as exc:
+                except TARGET_GONE as exc:
                     log.warning("shard %s failed to start (%s); retrying", shard_id, type(exc).__name__)
                     del self._pending[shard_id]
                     continue
@@ -282,7 +280,7 @@ class CameraController:
         policy = CallPolicy(deadline_s=timeout_s, retry_died=False)
         try:
             return ref.caller(self._base.namespace).call(method, lambda a: getattr(a, method).remote(*args), policy)
-        except (*SHARD_GONE, ControlPlaneUnavailableError, ray.exceptions.GetTimeoutError):
+        except (*TARGET_GONE, ControlPlaneUnavailableError, ray.exceptions.GetTimeoutError):
             return None
 
     def _call_all(
@@ -691,7 +689,7 @@ class CameraController:
             )
         except KeyError:  # the camera moved off that shard meanwhile
             return None
-        except (*SHARD_GONE, ControlPlaneUnavailableError, ray.exceptions.GetTimeoutError) as exc:
+        except (*TARGET_GONE, ControlPlaneUnavailableError, ray.exceptions.GetTimeoutError) as exc:
             log.warning("snapshot of camera %s: shard %s did not answer (%s)", camera_id, ref.shard_id, exc)
             return None
 
@@ -746,7 +744,7 @@ class CameraController:
             raise ExportWindowError(str(getattr(exc, "cause", exc))) from None
         except KeyError:
             raise ExportWindowError(f"camera {req.camera_id} is moving between shards; retry shortly") from None
-        except (*SHARD_GONE, ControlPlaneUnavailableError, ray.exceptions.GetTimeoutError) as exc:
+        except (*TARGET_GONE, ControlPlaneUnavailableError, ray.exceptions.GetTimeoutError) as exc:
             raise TimeoutError(f"shard {ref.shard_id} of camera {req.camera_id} did not answer: {exc}") from None
         by = _requested_by(req.requester, req.case_number)
         entry = _ExportEntry(ref.shard_id, self._ticket(by, progress))
@@ -791,7 +789,7 @@ class CameraController:
                 )
             except (ray.exceptions.GetTimeoutError, ControlPlaneUnavailableError):
                 return entry.ticket  # the last known state; asked again on the next poll
-            except SHARD_GONE:
+            except TARGET_GONE:
                 progress = None
         if progress is not None:
             ticket = self._ticket(entry.ticket.requested_by, progress)

@@ -36,7 +36,18 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import ray
-from ray.exceptions import ActorUnavailableError, GetTimeoutError, RayActorError, RayTaskError
+from ray.exceptions import (
+    ActorUnavailableError,
+    ActorUnschedulableError,
+    GetTimeoutError,
+    NodeDiedError,
+    RayActorError,
+    RayTaskError,
+)
+
+TARGET_GONE: tuple[type[BaseException], ...] = (RayActorError, ActorUnschedulableError, NodeDiedError)
+"""A target that is restarting, died, or cannot be placed any more (its node is gone: an actor pinned
+to a removed node raises ``ActorUnschedulableError``, which is not a ``RayActorError``)."""
 
 log = logging.getLogger(__name__)
 
@@ -278,6 +289,6 @@ def gather(asks: dict[Any, Any], timeout_s: float) -> dict[Any, Any]:
             out[by_ref[ref]] = ray.get(ref)
         except RayTaskError:
             raise
-        except RayActorError:  # restarting, or died between answering and being read
+        except TARGET_GONE:  # restarting, died, or its node is gone
             continue
     return out

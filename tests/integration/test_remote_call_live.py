@@ -140,3 +140,20 @@ def test_gather_answers_none_for_a_dead_target_and_keeps_one_deadline() -> None:
     out = gather({"live": live.pid.remote(), "dead": dead.pid.remote(), "slow": slow.slow.remote(30.0)}, 2.0)
     assert time.monotonic() - t0 < 10
     assert isinstance(out["live"], int) and out["dead"] is None and out["slow"] is None
+
+
+def test_gather_answers_none_for_a_target_that_cannot_be_placed() -> None:
+    """A shard pinned to a node that is gone raises ActorUnschedulableError (not a RayActorError)."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    live = _start("gather-placed", delay_s=0)
+    gone_node = "ab" * 28  # a node id nobody has: what a removed worker's id is to the scheduler
+    stranded = Restartable.options(
+        name="gather-stranded",
+        namespace=NS,
+        scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=gone_node, soft=False),
+    ).remote(0)
+    with pytest.raises(ray.exceptions.ActorUnschedulableError):  # what the controller met in the multi-node test
+        ray.get(stranded.pid.remote(), timeout=60)
+    out = gather({"live": live.pid.remote(), "stranded": stranded.pid.remote()}, 10.0)
+    assert isinstance(out["live"], int) and out["stranded"] is None
