@@ -13,9 +13,9 @@ http_sd endpoint) and ``configs/prometheus/alerts.yml`` with every ``for:`` shor
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 import pytest
@@ -28,21 +28,12 @@ from serve_apps.metrics_export import free_port
 from tests.conftest import CACHE_DIR
 from tests.support.monitoring import ALERTS_YML, cluster_prometheus_config, rules_with_for
 from tests.support.prometheus import PrometheusServer
+from tests.support.wait import wait_for
 
 pytestmark = pytest.mark.timeout(300)
 
 CAMERAS = ["rtsp-001", "rtsp-002"]
 TEST_FOR = "5s"
-T = TypeVar("T")
-
-
-def wait_for(pred: Callable[[], T], timeout_s: float, interval_s: float = 0.5) -> T:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if value := pred():
-            return value
-        time.sleep(interval_s)
-    return pred()
 
 
 class ClusterPrometheus(PrometheusServer):
@@ -125,15 +116,25 @@ def test_targets_are_up_and_frame_counters_rise(
         ok = {"shard", "detector", "controller"} <= comps and all(t["health"] == "up" for t in targets)
         return {"targets": targets} if ok else None
 
-    assert wait_for(healthy, 30), [(t["labels"], t["health"], t.get("lastError")) for t in prom.targets()]  # type: ignore[index]
+    assert wait_for(healthy, 30, "every scrape target up"), [
+        (t["labels"], t["health"], t.get("lastError")) for t in prom.targets()
+    ]  # type: ignore[index]
 
-    first = wait_for(lambda: prom.value("sum(cctv_frames_decoded_total)"), 30)
+    first = wait_for(lambda: prom.value("sum(cctv_frames_decoded_total)"), 30, "frames decoded in a scrape")
     assert first is not None and first > 0
-    later = wait_for(lambda: (v := prom.value("sum(cctv_frames_decoded_total)")) and v > first and v, 20)
+    later = wait_for(
+        lambda: (v := prom.value("sum(cctv_frames_decoded_total)")) and v > first and v,
+        20,
+        "decoded frames to rise between scrapes",
+    )
     assert later and later > first
-    assert wait_for(lambda: prom.value("sum(cctv_packets_demuxed_total)"), 5)
+    assert wait_for(lambda: prom.value("sum(cctv_packets_demuxed_total)"), 5, "packets demuxed in a scrape")
     assert prom.value('cctv_ray_nodes{state="alive"}') == 1.0
-    assert wait_for(lambda: prom.value(f'sum(cctv_camera_up{{camera=~"{"|".join(CAMERAS)}"}})') == 2.0, 20)
+    assert wait_for(
+        lambda: prom.value(f'sum(cctv_camera_up{{camera=~"{"|".join(CAMERAS)}"}})') == 2.0,
+        20,
+        "both cameras up in a scrape",
+    )
 
 
 def test_camera_down_alert_pends_fires_and_resolves(
@@ -141,20 +142,22 @@ def test_camera_down_alert_pends_fires_and_resolves(
 ) -> None:
     _, sim, prom, state = cluster
     # Cameras streaming: any CameraDown from start-up (connecting) has resolved.
-    assert wait_for(lambda: not prom.alerts("CameraDown"), 30), prom.alerts("CameraDown")
+    assert wait_for(lambda: not prom.alerts("CameraDown"), 30, "no CameraDown alert while streaming"), prom.alerts(
+        "CameraDown"
+    )
 
     port = sim.port
     sim.stop()
     stopped = time.monotonic()
     seen: dict[str, set[str]] = {c: set() for c in CAMERAS}
-    deadline = stopped + 40
-    while time.monotonic() < deadline:
+
+    def both_firing() -> bool:
         for cam, st in prom.alerts("CameraDown").items():
             if cam in seen:
                 seen[cam].add(st)
-        if all("firing" in s for s in seen.values()):
-            break
-        time.sleep(0.25)
+        return all("firing" in s for s in seen.values())
+
+    wait_for(both_firing, 40, f"CameraDown firing for {CAMERAS} after the simulator stopped", interval_s=0.25)
     fired_after_s = time.monotonic() - stopped
     assert all(s == {"pending", "firing"} for s in seen.values()), seen
     # Not before the (test profile's) 5 s for-duration plus the 2 s stall timeout.
@@ -163,7 +166,9 @@ def test_camera_down_alert_pends_fires_and_resolves(
     sim2 = RtspSimulator(dict(sim.sources), cameras=len(CAMERAS), port=port, log_path=state / "sim2.log")
     sim2.start()
     try:
-        assert wait_for(lambda: not prom.alerts("CameraDown"), 40), prom.alerts("CameraDown")
+        assert wait_for(
+            lambda: not prom.alerts("CameraDown"), 40, "CameraDown to resolve after the simulator came back"
+        ), prom.alerts("CameraDown")
         assert prom.value(f'sum(cctv_camera_up{{camera=~"{"|".join(CAMERAS)}"}})') == 2.0
     finally:
         sim2.stop()

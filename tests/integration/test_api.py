@@ -24,6 +24,7 @@ from cluster.runtime import Runtime
 from configs.schema import AppConfig, CameraConfig, ClusterConfig, DetectorConfig, RecorderConfig, ZoneConfig
 from serve_apps.metrics_export import free_port
 from tests.support.api import bearer, client, role_tokens, tokens_spec
+from tests.support.wait import wait_for
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -100,15 +101,6 @@ def api(tmp_path_factory: pytest.TempPathFactory, vtest_path: Path, models_dir: 
             os.environ[cfg.api.tokens_env] = old
 
 
-def _wait(pred, timeout_s: float, interval_s: float = 1.0):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if value := pred():
-            return value
-        time.sleep(interval_s)
-    return pred()
-
-
 def _is_error(r: httpx.Response, status: int) -> dict:
     """The one error shape: status, error code, detail in words; never a trace."""
     assert r.status_code == status, (r.status_code, r.text)
@@ -120,8 +112,12 @@ def _is_error(r: httpx.Response, status: int) -> dict:
 
 
 def _an_event(api: Api) -> dict:
-    page = _wait(lambda: api.viewer.get("/events", params={"camera_id": "cam-crowd"}).json()["items"], 150, 2.0)
-    assert page, "no crowd event on cam-crowd within 150 s"
+    page = wait_for(
+        lambda: api.viewer.get("/events", params={"camera_id": "cam-crowd"}).json()["items"],
+        150,
+        "an event of cam-crowd in GET /events",
+        interval_s=2.0,
+    )
     return page[0]
 
 
@@ -203,17 +199,23 @@ def test_bad_input_gets_4xx_with_the_reason_and_no_secret(api: Api) -> None:
 
 
 def test_cameras_and_snapshot(api: Api) -> None:
-    assert _wait(
+    assert wait_for(
         lambda: (
             {s["camera_id"]: s["state"] for s in api.viewer.get("/cameras").json()}
             == {"cam-crowd": "streaming", "cam-plain": "streaming"}
         ),
         90,
-    ), api.viewer.get("/cameras").json()
+        "cam-crowd and cam-plain streaming in GET /cameras",
+        interval_s=1.0,
+    )
     one = api.viewer.get("/cameras/cam-plain").json()
     assert one["district"] == "buk-gu" and one["reason"] is not None
-    r = _wait(lambda: (x := api.viewer.get("/cameras/cam-plain/snapshot")).status_code == 200 and x, 60)
-    assert r, api.viewer.get("/cameras/cam-plain/snapshot").text
+    r = wait_for(
+        lambda: (x := api.viewer.get("/cameras/cam-plain/snapshot")).status_code == 200 and x,
+        60,
+        "a snapshot of cam-plain",
+        interval_s=1.0,
+    )
     assert r.headers["content-type"] == "image/jpeg" and r.content[:2] == b"\xff\xd8"
 
 
@@ -239,6 +241,9 @@ def test_event_query_filters_pages_and_ack(api: Api) -> None:
     r = api.operator.post(f"/events/{event['event_id']}/ack", json={"operator": "op-7", "note": "units sent"})
     assert r.status_code == 200, r.text
     assert r.json()["operator"] == "op-7" and r.json()["by"] == "test-operator"
+    # The same acknowledgement again (a client retrying after a lost answer): the first record, not a 409.
+    retried = api.operator.post(f"/events/{event['event_id']}/ack", json={"operator": "op-7", "note": "units sent"})
+    assert retried.status_code == 200 and retried.json() == r.json(), retried.text
     again = _is_error(api.admin.post(f"/events/{event['event_id']}/ack", json={"operator": "op-8"}), 409)
     assert "op-7" in again["detail"]
     acked = v.get("/events", params={"acknowledged": True}).json()["items"]
@@ -288,7 +293,7 @@ def test_emergency_export_presigned_url_and_access_log(api: Api) -> None:
         assert t["state"] != "failed", t
         return t if t["state"] == "done" else None
 
-    final = _wait(done, 90)
+    final = wait_for(done, 90, f"export {ticket['export_id']} done", interval_s=1.0)
     assert final and final["url"] and final["clip_key"], final
     mp4 = httpx.get(final["url"], timeout=30)
     assert mp4.status_code == 200 and b"ftyp" in mp4.content[:64]

@@ -14,6 +14,7 @@ import pytest
 
 from serve_apps.metrics_export import free_port
 from tests.conftest import CACHE_DIR, CLIPS_DIR, ROOT
+from tests.support.wait import wait_for
 
 
 def _write_config(tmp_path: Path, models_dir: Path) -> Path:
@@ -68,13 +69,20 @@ def test_run_until_ctrl_c_stops_everything_and_writes_a_summary(tmp_path: Path, 
     log = (tmp_path / "run.log").open("w+")
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and "cctv-cluster is running" not in (tmp_path / "run.log").read_text():
-            assert proc.poll() is None, (tmp_path / "run.log").read_text()[-3000:]
-            time.sleep(1)
+
+        def banner() -> bool:
+            assert proc.poll() is None, (tmp_path / "run.log").read_text()[-3000:]  # exited: fail at once
+            return "cctv-cluster is running" in (tmp_path / "run.log").read_text()
+
+        wait_for(
+            banner,
+            120,
+            "the run's banner",
+            interval_s=1.0,
+            detail=lambda: (tmp_path / "run.log").read_text()[-3000:],
+        )
         text = (tmp_path / "run.log").read_text()
-        assert "cctv-cluster is running" in text, text[-3000:]
-        for where in ("control API", "API token", "Prometheus file_sd", "Ray dashboard", "S3"):
+        for where in ("control API", "API token", "Prometheus file_sd", "Ray dashboard", "S3", "camera source"):
             assert where in text
         token_file = tmp_path / "state" / "api-token"  # the demo's generated admin token, for the CLI
         assert token_file.stat().st_mode & 0o777 == 0o600

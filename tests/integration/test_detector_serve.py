@@ -32,6 +32,7 @@ from serve_apps.metrics_export import free_port
 from storage.access import S3Access
 from storage.embedded_s3 import EmbeddedS3
 from storage.model_store import ModelStore
+from tests.support.wait import wait_for
 
 APP = "detector-yolox_nano"
 
@@ -260,12 +261,10 @@ def test_killed_replica_is_replaced_and_callers_do_not_hang(served, request_fram
             failed += 1
     assert time.monotonic() - t0 < 60, "callers hung on a dead replica"
     assert ok + failed == 20
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        try:
-            assert h.detect.remote(request_frame).result(timeout_s=10).detections
-            break
-        except (ray.exceptions.RayError, RuntimeError, TimeoutError):
-            time.sleep(1)
-    else:
-        pytest.fail("no replica came back within 90 s")
+    wait_for(
+        lambda: h.detect.remote(request_frame).result(timeout_s=10).detections,
+        90,
+        "a replacement replica answering with detections",
+        interval_s=1.0,
+        not_yet=(ray.exceptions.RayError, RuntimeError, TimeoutError),
+    )

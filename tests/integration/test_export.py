@@ -30,6 +30,7 @@ from serve_apps.api.errors import ExportWindowError, UnknownCameraError
 from serve_apps.api.exports import ExportRequest, ExportTicket
 from serve_apps.metrics_export import free_port
 from storage.records import ClipSidecar
+from tests.support.wait import wait_for
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -53,14 +54,16 @@ def setup(tmp_path_factory: pytest.TempPathFactory, vtest_path: Path, models_dir
         cameras=[CameraConfig(id=CAM, url=str(stream), loop=True, decode_mode="keyframe", district="seo-gu")],
     )
     with Runtime(cfg, include_dashboard=False, ray_init_kwargs={"object_store_memory": 256 * 1024**2}) as rt:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            st = {s.camera_id: s for s in ray.get(rt.controller.status.remote())}  # type: ignore[union-attr]
-            if st.get(CAM) is not None and st[CAM].state is CameraState.STREAMING:
-                break
-            time.sleep(0.5)
-        else:
-            pytest.fail(f"camera never streamed: {st}")
+
+        def status() -> dict:
+            return {s.camera_id: s for s in ray.get(rt.controller.status.remote())}  # type: ignore[union-attr]
+
+        wait_for(
+            lambda: (c := status().get(CAM)) is not None and c.state is CameraState.STREAMING,
+            60,
+            f"{CAM} streaming",
+            detail=status,
+        )
         time.sleep(6.0)  # the pre-roll ring fills (it keeps pre_roll_s + 10 s)
         yield rt
 
@@ -72,15 +75,15 @@ def _request(start: float, end: float, **kw: str) -> ExportRequest:
 
 def _wait_done(ctl: ray.actor.ActorHandle, export_id: str, timeout_s: float = 40.0) -> list[ExportTicket]:
     seen: list[ExportTicket] = []
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
+
+    def finished() -> bool:
         t: ExportTicket = ray.get(ctl.export_status.remote(export_id))
         if not seen or seen[-1].state != t.state:
             seen.append(t)
-        if t.state in ("done", "failed"):
-            return seen
-        time.sleep(0.3)
-    raise AssertionError(f"export {export_id} not finished: {seen}")
+        return t.state in ("done", "failed")
+
+    wait_for(finished, timeout_s, f"export {export_id} done or failed", interval_s=0.3, detail=lambda: seen)
+    return seen
 
 
 def _mp4(url: str) -> tuple[float, int, tuple[int, int]]:

@@ -7,7 +7,6 @@ Real parts: local Ray, the decoder shards, SeaweedFS through the minio SDK, real
 from __future__ import annotations
 
 import hashlib
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from configs.analytics import FireSmokeConfig
 from configs.schema import AppConfig, CameraConfig, ClusterConfig, DetectorConfig, RecorderConfig
 from serve_apps.metrics_export import free_port
 from tests.conftest import CACHE_DIR
+from tests.support.wait import wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -51,14 +51,12 @@ def runtime(tmp_path_factory: pytest.TempPathFactory, clips_dir: Path, models_di
 def test_fire_camera_opens_a_fire_event_with_a_clip_and_the_street_does_not(runtime: Runtime) -> None:
     store = runtime.store
     assert store is not None
-    deadline = time.monotonic() + 120
-    keys: list[str] = []
-    while time.monotonic() < deadline:
-        keys = [k for k in store.list_keys("clips/") if k.endswith(".json") and "/cam-fire/" in k]
-        if keys:
-            break
-        time.sleep(2)
-    assert keys, "no fire clip reached S3"
+    keys = wait_for(
+        lambda: [k for k in store.list_keys("clips/") if k.endswith(".json") and "/cam-fire/" in k],
+        120,
+        "a cam-fire clip sidecar in S3",
+        interval_s=2.0,
+    )
     side = store.get_sidecar(keys[0])
     assert side.event_type == "fire" and side.unit == "score" and side.severity == "critical"
     assert hashlib.sha256(store.get_bytes(side.object_key)).hexdigest() == side.sha256

@@ -26,6 +26,7 @@ from configs.schema import AppConfig, CameraConfig, ClusterConfig, DetectorConfi
 from serve_apps.metrics_export import free_port
 from tests.conftest import CACHE_DIR
 from tests.support.api import bearer
+from tests.support.wait import wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -108,15 +109,18 @@ def test_fifty_cameras_stream_steadily_then_survive_a_simulator_restart(
 ) -> None:
     rt, sim, state = setup
     rtsp_ids = [f"rtsp-{i:03d}" for i in range(1, N_CAMERAS + 1)]
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
+
+    def not_streaming() -> dict:
         st = _status(rt)
-        if all(st[c].state is CameraState.STREAMING for c in rtsp_ids):
-            break
-        time.sleep(1)
-    assert all(st[c].state is CameraState.STREAMING for c in rtsp_ids), {
-        c: (st[c].state, st[c].reason) for c in rtsp_ids if st[c].state is not CameraState.STREAMING
-    }
+        return {c: (st[c].state, st[c].reason) for c in rtsp_ids if st[c].state is not CameraState.STREAMING}
+
+    st = wait_for(
+        lambda: not not_streaming() and _status(rt),
+        60,
+        f"all {len(rtsp_ids)} RTSP cameras streaming",
+        interval_s=1.0,
+        detail=not_streaming,
+    )
     incarnations = ray.get([s.incarnation.remote() for s in _shards()])
 
     # Steady for 60 s: every camera gets its ~10 fps of packets.
@@ -140,15 +144,17 @@ def test_fifty_cameras_stream_steadily_then_survive_a_simulator_restart(
     sim2.start()
     back_at = time.time()
     try:
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
+
+        def late() -> list[str]:
             st = _status(rt)
-            if all((st[c].last_packet_ts or 0) > back_at for c in rtsp_ids):
-                break
-            time.sleep(0.5)
-        resumed_s = {c: (st[c].last_packet_ts or 0) - back_at for c in rtsp_ids}
-        late = [c for c in rtsp_ids if resumed_s[c] <= 0]
-        assert not late, f"{len(late)} cameras did not resume within 15 s: {late[:5]}"
+            return [c for c in rtsp_ids if (st[c].last_packet_ts or 0) <= back_at]
+
+        st = wait_for(
+            lambda: (s := _status(rt)) and all((s[c].last_packet_ts or 0) > back_at for c in rtsp_ids) and s,
+            15,
+            f"all {len(rtsp_ids)} cameras resuming after the simulator restart",
+            detail=lambda: late()[:5],
+        )
         # The shard actors never restarted: same processes throughout.
         assert ray.get([s.incarnation.remote() for s in _shards()]) == incarnations
         # The gap is visible in the metrics: down and ageing during the outage, reconnects counted.

@@ -9,7 +9,6 @@ One runtime runs three cameras for the module:
 from __future__ import annotations
 
 import hashlib
-import time
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -31,6 +30,7 @@ from configs.schema import (
 )
 from storage.records import ClipSidecar
 from tests.support.prometheus import PrometheusServer
+from tests.support.wait import wait_for
 
 PRE_ROLL_S = 3.0
 POST_ROLL_S = 3.0
@@ -91,16 +91,6 @@ def runtime(tmp_path_factory: pytest.TempPathFactory, vtest_path: Path, models_d
         yield rt
 
 
-def _wait_for(pred, timeout_s: float, interval_s: float = 1.0):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = pred()
-        if value:
-            return value
-        time.sleep(interval_s)
-    return pred()
-
-
 def _status(rt: Runtime) -> dict[str, object]:
     import ray
 
@@ -108,7 +98,7 @@ def _status(rt: Runtime) -> dict[str, object]:
 
 
 def test_bad_cameras_are_down_with_a_reason_while_the_good_one_streams(runtime: Runtime) -> None:
-    st = _wait_for(
+    st = wait_for(
         lambda: (
             (s := _status(runtime))
             and s["cam-unreachable"].state is CameraState.DOWN
@@ -116,9 +106,9 @@ def test_bad_cameras_are_down_with_a_reason_while_the_good_one_streams(runtime: 
             and s["cam-vtest"].detections_received >= 3
             and s
         ),
-        timeout_s=60,
+        60,
+        "cam-unreachable and cam-notvideo down, cam-vtest with 3 detections",
     )
-    assert st, f"cameras did not reach the expected states: {_status(runtime)}"
     assert st["cam-vtest"].state is CameraState.STREAMING
     assert st["cam-unreachable"].reason and "s3cret" not in st["cam-unreachable"].reason
     assert st["cam-notvideo"].reason
@@ -132,7 +122,7 @@ def test_crowd_event_produces_a_remuxed_clip_in_s3(runtime: Runtime) -> None:
     def sidecars() -> list[str]:
         return [k for k in store.list_keys("clips/") if k.endswith(".json") and "/cam-vtest/" in k]
 
-    keys = _wait_for(sidecars, timeout_s=150, interval_s=2.0)
+    keys = wait_for(sidecars, 150, "a crowd event clip and its sidecar in S3", interval_s=2.0)
     assert keys, "no clip reached S3 for cam-vtest"
     side: ClipSidecar = store.get_sidecar(keys[0])
     assert (
@@ -173,24 +163,24 @@ def test_no_frame_is_decoded_twice_and_sampling_follows_keyframes(runtime: Runti
 def test_prometheus_scrapes_frame_counters(runtime: Runtime, tmp_path: Path) -> None:
     assert runtime.endpoints is not None
     sd = runtime.endpoints.prometheus_file_sd
-    assert _wait_for(lambda: sd.is_file() and sd.stat().st_size > 10, timeout_s=15)
+    assert wait_for(lambda: sd.is_file() and sd.stat().st_size > 10, 15, f"file_sd targets written to {sd}")
     prom = PrometheusServer(tmp_path / "prom", sd)
     prom.start()
     try:
-        result = _wait_for(lambda: prom.query("sum(cctv_frames_decoded_total) > 0"), timeout_s=40)
+        result = wait_for(lambda: prom.query("sum(cctv_frames_decoded_total) > 0"), 40, "decoded frames in a scrape")
         assert result, f"no decoded frames seen by Prometheus; targets: {prom.targets()}"
-        up = _wait_for(lambda: len(r := prom.query('up{component="shard"} == 1')) == 2 and r, timeout_s=20)
+        up = wait_for(lambda: len(r := prom.query('up{component="shard"} == 1')) == 2 and r, 20, "both shards up")
         assert up, f"both shard targets should be up: {prom.targets()}"
-        assert _wait_for(lambda: prom.query("sum(cctv_detector_images_total) > 0"), timeout_s=20)
+        assert wait_for(lambda: prom.query("sum(cctv_detector_images_total) > 0"), 20, "detector images in a scrape")
         assert prom.query('cctv_camera_up{camera="cam-vtest"} == 1')
         assert prom.query('cctv_camera_up{camera="cam-unreachable"} == 0')
         # Where the time goes: every stage of an analysed frame is timed, and decoding costs something.
         assert prom.query("sum(cctv_decode_seconds_total) > 0")
-        stages = _wait_for(
+        stages = wait_for(
             lambda: len(r := prom.query("sum by (stage) (cctv_frame_stage_seconds_count) > 0")) >= 5 and r,
-            timeout_s=20,
+            20,
+            "per-stage histograms of at least 5 stages",
         )
-        assert stages, "per-stage histograms missing"
         assert {r["metric"]["stage"] for r in stages} >= {"decode", "queue", "preprocess", "detector_call", "rules"}
         # Stage means add up to (at most) the end-to-end mean: the stages are disjoint parts of a frame's life.
         means = prom.query(

@@ -17,6 +17,7 @@ from actors.stream import CameraStream, SampledFrame
 from cluster.footage import prepare_stream
 from configs.schema import CameraConfig, IngestConfig
 from tests.conftest import CACHE_DIR
+from tests.support.wait import wait_for
 
 INGEST = IngestConfig(
     open_timeout_s=2, stall_timeout_s=3, reconnect_initial_s=0.2, reconnect_max_s=0.5, max_failures_before_down=2
@@ -161,11 +162,11 @@ def test_unreachable_source_goes_down_with_reason_and_no_password(
     cfg = CameraConfig(id="cam-x", url=url, district="d")
     s = CameraStream(cfg, shard="t", ingest=INGEST, ring=PacketRing(5, 2**20), on_frame=lambda f: None)
     s.start()
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline and s.status().state is not CameraState.DOWN:
-        time.sleep(0.1)
-    st = s.status()
-    s.stop()
+    try:
+        wait_for(lambda: s.status().state is CameraState.DOWN, 20, f"{cfg.id} down", interval_s=0.1, detail=s.status)
+        st = s.status()  # before stop: a stopped stream is retired
+    finally:
+        s.stop()
     assert st.state is CameraState.DOWN and st.reason
     assert st.reconnects >= 1
     text = caplog.text + st.reason + repr(st)
@@ -179,11 +180,11 @@ def test_not_video_goes_down(tmp_path: Path) -> None:
     cfg = CameraConfig(id="cam-j", url=str(junk), loop=True)
     s = CameraStream(cfg, shard="t", ingest=INGEST, ring=PacketRing(5, 2**20), on_frame=lambda f: None)
     s.start()
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline and s.status().state is not CameraState.DOWN:
-        time.sleep(0.1)
-    st = s.status()
-    s.stop()
+    try:
+        wait_for(lambda: s.status().state is CameraState.DOWN, 15, f"{cfg.id} down", interval_s=0.1, detail=s.status)
+        st = s.status()  # before stop: a stopped stream is retired
+    finally:
+        s.stop()
     assert st.state is CameraState.DOWN and "InvalidData" in st.reason
 
 
@@ -212,10 +213,12 @@ def test_http_source_streams(vtest_stream: Path) -> None:
         cfg = CameraConfig(id="cam-http", url=url, analytics_fps=1.0, decode_mode="keyframe")
         s = CameraStream(cfg, shard="t", ingest=INGEST, ring=PacketRing(5, 2**24), on_frame=got.append)
         s.start()
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and s.counters.packets < 795:
-            time.sleep(0.2)
-        s.stop()
+        try:
+            wait_for(
+                lambda: s.counters.packets >= 795, 30, "all 795 packets over HTTP", interval_s=0.2, detail=s.status
+            )
+        finally:
+            s.stop()
         assert s.counters.packets >= 795 and s.counters.frames_decoded >= 79 and len(got) >= 79
         assert s.status().codec == "h264" and (s.status().width, s.status().height) == (768, 576)
     finally:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import time
 from pathlib import Path
 
 import httpx
 
 from serve_apps.metrics_export import free_port
+from tests.support.wait import wait_for
 
 
 class PrometheusServer:
@@ -49,17 +49,20 @@ class PrometheusServer:
             stdout=log,
             stderr=subprocess.STDOUT,
         )
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{self.url}/-/ready", timeout=1.0).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
+
+        def ready() -> bool:
             if self._proc is not None and self._proc.poll() is not None:
-                break
-            time.sleep(0.2)
-        raise RuntimeError(f"prometheus did not become ready in {timeout_s} s ; log tail:\n{self.log_tail()}")
+                raise RuntimeError(f"prometheus exited ({self._proc.returncode}); log tail:\n{self.log_tail()}")
+            return httpx.get(f"{self.url}/-/ready", timeout=1.0).status_code == 200
+
+        wait_for(
+            ready,
+            timeout_s,
+            f"prometheus ready on {self.url}",
+            interval_s=0.2,
+            not_yet=(httpx.HTTPError,),
+            detail=self.log_tail,
+        )
 
     def log_tail(self, lines: int = 10) -> str:
         path = self.workdir / "prometheus.log"

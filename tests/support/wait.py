@@ -39,6 +39,7 @@ def wait_for(
     *,
     interval_s: float = 0.5,
     not_yet: tuple[type[BaseException], ...] = NOT_YET,
+    detail: Callable[[], object] | None = None,
 ) -> T:
     """Poll ``pred`` until it returns a truthy value, and return that value.
 
@@ -48,6 +49,8 @@ def wait_for(
         what: what is awaited, in words, for the failure message ("cam-1 streaming").
         interval_s: the pause between checks.
         not_yet: exceptions from ``pred`` that count as "not yet" (default: a restarting actor).
+        detail: called once at the deadline; what it returns is added to the failure message
+            (the states of the cameras that did not get there, say).
 
     Raises:
         WaitTimeout: the deadline passed; names ``what``, the time waited and the last value or error.
@@ -70,7 +73,13 @@ def wait_for(
             shown = repr(last)
             if len(shown) > 600:
                 shown = shown[:600] + "..."
-            raise WaitTimeout(
+            message = (
                 f"timed out after {time.monotonic() - t0:.1f} s ({checks} checks) waiting for {what}; last: {shown}"
             )
+            if detail is not None:
+                try:
+                    message += f"; detail: {detail()!r}"
+                except not_yet as exc:
+                    message += f"; detail unavailable: {type(exc).__name__}"
+            raise WaitTimeout(message)
         time.sleep(min(interval_s, max(0.0, deadline - time.monotonic())))
