@@ -128,7 +128,10 @@ def _start_simulator(sources: list[Path], n: int, state_dir: Path):
 def _run_job(args: argparse.Namespace, cfg: AppConfig, cameras: list[CameraConfig], source_line: str) -> int:
     from cluster.runtime import Runtime, StartupError
 
-    signal.signal(signal.SIGTERM, _interrupt)  # SIGTERM stops the job the same way Ctrl-C does
+    # Ctrl-C and SIGTERM stop the job. SIGINT is installed explicitly too: a process started with SIGINT ignored
+    # (a background job of a script, nohup, some CI runners) inherits SIG_IGN, and Python then leaves it ignored.
+    signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGTERM, _interrupt)
     runtime = Runtime(cfg, include_dashboard=not args.no_dashboard)
     t_start = time.time()
     stopped_by = "duration"

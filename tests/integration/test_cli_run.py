@@ -67,7 +67,16 @@ def test_run_until_ctrl_c_stops_everything_and_writes_a_summary(tmp_path: Path, 
     ]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     log = (tmp_path / "run.log").open("w+")
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)
+    # Started with SIGINT ignored, as a background job of a script is: Ctrl-C must stop it all the same.
+    proc = subprocess.Popen(
+        cmd,
+        cwd=ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+        start_new_session=True,  # its own process group: a failed run is killed with everything it started
+    )
     try:
 
         def banner() -> bool:
@@ -93,7 +102,7 @@ def test_run_until_ctrl_c_stops_everything_and_writes_a_summary(tmp_path: Path, 
         assert proc.wait(timeout=120) == 0, (tmp_path / "run.log").read_text()[-3000:]
     finally:
         if proc.poll() is None:
-            proc.kill()
+            os.killpg(proc.pid, signal.SIGKILL)
     out = json.loads(summary.read_text())
     assert out["stopped_by"] == "interrupt"
     assert out["cameras"] == 3
