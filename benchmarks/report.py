@@ -211,12 +211,28 @@ def _e2e(lines: list[str]) -> None:
         lines.append("* **End to end** (`benchmarks/e2e.py`): not measured")
 
 
+def _2(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.2f}"
+
+
 def _accuracy(lines: list[str]) -> None:
     a = _load("accuracy")
     if a is None:
         lines.append("* **Accuracy** (`benchmarks/accuracy.py`): not measured")
         return
-    fire, smoke = a["fire_smoke"]["metrics"]["fire"], a["fire_smoke"]["metrics"]["smoke"]
+    fs = a["fire_smoke"]
+    val, tun = fs["splits"]["validation"], fs["splits"]["tuning"]
+    negatives = fs["all_negative_footage"]
+
+    def _pr(m: dict) -> str:
+        return f"P {_2(m['precision'])} / R {_2(m['recall'])}"
+
+    fire_smoke = (
+        f"fire {_pr(val['fire'])}, smoke {_pr(val['smoke'])} on the held-out validation clips "
+        f"(tuning clips: fire {_pr(tun['fire'])}, smoke {_pr(tun['smoke'])}); false alarms per camera-hour on all "
+        f"negative footage: fire {negatives['fire']['false_alarms_per_camera_hour']}, "
+        f"smoke {negatives['smoke']['false_alarms_per_camera_hour']}"
+    )
     water = a["water_level"]["overall"]
     intr, loit = a["intrusion_loitering"]["intrusion"], a["intrusion_loitering"]["loitering"]
     crowd = a["crowd_events"]["summary"]
@@ -227,7 +243,7 @@ def _accuracy(lines: list[str]) -> None:
     ]
     lines.append(
         f"* **Accuracy** — `benchmarks/accuracy.py` ({_link('accuracy')}; target P, R >= 0.9, water MAE <= 2 cm): "
-        f"fire P {fire['precision']} / R {fire['recall']}, smoke P {smoke['precision']} / R {smoke['recall']}; "
+        f"{fire_smoke}; "
         f"water level MAE {water['mae_cm']} cm, events P {water['precision']} / R {water['recall']}; "
         f"intrusion P {intr['precision']} / R {intr['recall']}, loitering P {loit['precision']} / R {loit['recall']}; "
         f"crowd events {', '.join(crowd_parts)} (crowd cameras run at 640 px on CPU profiles, 800 px on GPU ones)."
