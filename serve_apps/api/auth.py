@@ -112,6 +112,15 @@ def tokens_from_env(var: str, env: Mapping[str, str] = os.environ) -> TokenTable
     return parse_tokens(spec) if spec else None
 
 
+def new_token() -> str:
+    """A random bearer token that never starts with ``-``.
+
+    ``secrets.token_urlsafe`` starts with ``-`` one time in 64; ``cctv cameras --token <t>`` (argparse)
+    would then read the token as an option and refuse it, so the generated token carries a prefix.
+    """
+    return f"cctv-{secrets.token_urlsafe(32)}"
+
+
 def demo_admin_token(state_dir: Path) -> str:
     """The local demo's admin token: read from ``state_dir/api-token`` or generated there (mode 0600)."""
     path = state_dir / TOKEN_FILE
@@ -119,8 +128,8 @@ def demo_admin_token(state_dir: Path) -> str:
         token = path.read_text().strip()
     except FileNotFoundError:
         token = ""
-    if len(token) < MIN_TOKEN_CHARS:
-        token = secrets.token_urlsafe(32)
+    if len(token) < MIN_TOKEN_CHARS or token.startswith("-"):
+        token = new_token()
         state_dir.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
