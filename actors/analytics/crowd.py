@@ -7,13 +7,20 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from actors.analytics.events import EventLifecycle, EventTransition
-from actors.analytics.zones import GroundPlane, count_people_in_zone
+from actors.analytics.events import Box, EventLifecycle, EventTransition, polygon_box, union_box
+from actors.analytics.zones import PERSON_LABEL, GroundPlane, in_zone
 from configs.analytics import CrowdDensityConfig, Lifecycle, Severity
 from configs.schema import ZoneConfig
 from serve_apps.detector.types import Detection
 
 LEVELS: tuple[Severity, Severity, Severity] = ("caution", "warning", "severe")
+
+
+def people_in_zone(detections: Iterable[Detection], zone: ZoneConfig) -> tuple[int, Box]:
+    """(persons whose foot point is in the zone, the box around them; the zone's box when there are none)."""
+    dets = list(detections)
+    counted = [dets[i] for i in in_zone(dets, zone.polygon, {PERSON_LABEL})]
+    return len(counted), union_box(d.box for d in counted) or polygon_box(zone.polygon)
 
 
 class CrowdRule:
@@ -39,9 +46,15 @@ class CrowdRule:
         return self.events.active_event_id
 
     def update(self, ts: float, detections: Iterable[Detection]) -> list[EventTransition]:
-        count = count_people_in_zone(detections, self.zone.polygon)
+        count, box = people_in_zone(detections, self.zone)
         return self.events.update(
-            ts, count >= self.threshold, value=float(count), severity="warning", threshold=float(self.threshold)
+            ts,
+            count >= self.threshold,
+            value=float(count),
+            severity="warning",
+            threshold=float(self.threshold),
+            detail=f"{count} people in zone {self.zone.name}",
+            box=box,
         )
 
     def close(self, ts: float) -> list[EventTransition]:
@@ -81,11 +94,15 @@ class CrowdDensityRule:
 
     def measure(self, ts: float, detections: Iterable[Detection]) -> float:
         """Smoothed value (count or density) at ``ts``."""
-        self._window.append((ts, count_people_in_zone(detections, self.zone.polygon)))
+        return self._measure(ts, detections)[0]
+
+    def _measure(self, ts: float, detections: Iterable[Detection]) -> tuple[float, Box]:
+        now, box = people_in_zone(detections, self.zone)
+        self._window.append((ts, now))
         while self._window and self._window[0][0] < ts - self.cfg.window_s:
             self._window.popleft()
         count = float(np.median([c for _, c in self._window]))
-        return count / self.area_m2 if self.area_m2 else count
+        return (count / self.area_m2 if self.area_m2 else count), box
 
     def level(self, value: float) -> Severity | None:
         found: Severity | None = None
@@ -95,10 +112,20 @@ class CrowdDensityRule:
         return found
 
     def update(self, ts: float, detections: Iterable[Detection]) -> list[EventTransition]:
-        value = self.measure(ts, detections)
+        value, box = self._measure(ts, detections)
         level = self.level(value)
+        if self.area_m2:
+            detail = f"{value:.2f} people/m2 over {self.area_m2:.0f} m2 of zone {self.zone.name}"
+        else:
+            detail = f"{value:.0f} people in zone {self.zone.name}"
         return self.events.update(
-            ts, level is not None, value=round(value, 3), severity=level or "caution", threshold=self.levels[0]
+            ts,
+            level is not None,
+            value=round(value, 3),
+            severity=level or "caution",
+            threshold=self.levels[0],
+            detail=detail,
+            box=box,
         )
 
     def close(self, ts: float) -> list[EventTransition]:

@@ -4,9 +4,28 @@ from __future__ import annotations
 
 import enum
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from configs.analytics import Lifecycle, Severity
+
+Box = tuple[float, float, float, float]
+"""``(x1, y1, x2, y2)`` in the pixels of the frame the rule saw."""
+
+
+def union_box(boxes: Iterable[Box]) -> Box | None:
+    """The smallest box holding all of ``boxes`` (None when there are none)."""
+    bs = list(boxes)
+    if not bs:
+        return None
+    return (min(b[0] for b in bs), min(b[1] for b in bs), max(b[2] for b in bs), max(b[3] for b in bs))
+
+
+def polygon_box(points: Iterable[tuple[float, float]]) -> Box:
+    """The bounding box of a zone polygon (or of a gauge's end points)."""
+    pts = list(points)
+    xs, ys = [p[0] for p in pts], [p[1] for p in pts]
+    return (min(xs), min(ys), max(xs), max(ys))
 
 
 class EventPhase(enum.StrEnum):
@@ -35,7 +54,10 @@ class EventTransition:
         unit: Unit of ``value``: ``people``, ``people/m2``, ``cm``, ``score``, ``s``.
         threshold: The threshold that opened the event.
         ts: Capture time of the frame that caused this transition.
-        detail: Free text for operators (e.g. the track id of an intruder).
+        detail: Free text for operators: the cue that fired (e.g. "flickering flame over 1.20% of the view",
+            the track id of an intruder).
+        box: Where in the frame the condition holds, in frame pixels (the flame region, the intruder, the
+            people counted in the zone); None when the rule cannot say. The alarm frame is drawn with it.
     """
 
     event_id: str
@@ -52,6 +74,7 @@ class EventTransition:
     threshold: float
     ts: float
     detail: str = ""
+    box: Box | None = None
 
 
 class _State(enum.Enum):
@@ -104,8 +127,12 @@ class EventLifecycle:
         severity: Severity = "warning",
         threshold: float = 0.0,
         detail: str = "",
+        box: Box | None = None,
     ) -> list[EventTransition]:
-        """Feed one analysed frame; returns the transitions it caused (often none)."""
+        """Feed one analysed frame; returns the transitions it caused (often none).
+
+        ``box`` is where the condition holds in this frame (kept on the transitions it causes).
+        """
         if ts < self._last_ts:
             return []
         self._last_ts = ts
@@ -128,21 +155,21 @@ class EventLifecycle:
             if on:
                 self._state, self._last_on_ts = _State.ACTIVE, ts
             elif ts - self._first_off_ts >= t.cooldown_s:
-                out.append(self._emit(EventPhase.CLOSED, ts, value, detail, ended_at=self._last_on_ts))
+                out.append(self._emit(EventPhase.CLOSED, ts, value, detail, None, ended_at=self._last_on_ts))
                 self._reset(ts)
                 return out
 
         if self._state is _State.PENDING and ts - self._first_on_ts >= t.min_duration_s:
             self._state, self._event_id = _State.ACTIVE, uuid.uuid4().hex
             self._peak, self._severity, self._threshold = value, severity, threshold
-            out.append(self._emit(EventPhase.OPENED, ts, value, detail))
+            out.append(self._emit(EventPhase.OPENED, ts, value, detail, box))
         elif self._state is _State.ACTIVE and on:
             rises = self._RANK[severity] > self._RANK[self._severity]
             if value > self._peak or rises:
                 self._peak = max(self._peak, value)
                 if rises:
                     self._severity = severity
-                out.append(self._emit(EventPhase.UPDATED, ts, value, detail))
+                out.append(self._emit(EventPhase.UPDATED, ts, value, detail, box))
         return out
 
     def close(self, ts: float) -> list[EventTransition]:
@@ -150,7 +177,7 @@ class EventLifecycle:
         if self._event_id is None:
             self._state = _State.IDLE
             return []
-        out = [self._emit(EventPhase.CLOSED, ts, 0.0, "", ended_at=self._last_on_ts)]
+        out = [self._emit(EventPhase.CLOSED, ts, 0.0, "", None, ended_at=self._last_on_ts)]
         self._reset(ts)
         return out
 
@@ -159,7 +186,13 @@ class EventLifecycle:
         self._quiet_until = ts + self.timing.rearm_s
 
     def _emit(
-        self, phase: EventPhase, ts: float, value: float, detail: str, ended_at: float | None = None
+        self,
+        phase: EventPhase,
+        ts: float,
+        value: float,
+        detail: str,
+        box: Box | None,
+        ended_at: float | None = None,
     ) -> EventTransition:
         assert self._event_id is not None
         return EventTransition(
@@ -177,4 +210,5 @@ class EventLifecycle:
             threshold=self._threshold,
             ts=ts,
             detail=detail,
+            box=None if box is None else tuple(round(float(v), 1) for v in box),  # type: ignore[arg-type]
         )

@@ -58,7 +58,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from actors.analytics.events import EventLifecycle, EventTransition
+from actors.analytics.events import Box, EventLifecycle, EventTransition
 from actors.analytics.zones import points_in_polygon
 from configs.analytics import FireSmokeConfig, LearnedFireSmokeConfig
 from serve_apps.detector.types import Detection
@@ -81,6 +81,8 @@ class FireSmokeScores:
             against the sample a second ago (0 when there are none): diagnostics.
         smoke_churn: Median local grey-level change inside the smoke region against the sample a second ago
             (grey levels; 0 when there is none): diagnostics.
+        fire_box: Box around the cells that counted as flame in this frame, in source-frame pixels (None: none).
+        smoke_box: Box around the largest smoke region in this frame, in source-frame pixels (None: none).
     """
 
     fire: float
@@ -89,6 +91,8 @@ class FireSmokeScores:
     smoke_area_frac: float
     fire_flicker: float = 0.0
     smoke_churn: float = 0.0
+    fire_box: Box | None = None
+    smoke_box: Box | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,6 +226,14 @@ def _cells_to_pixels(cells: np.ndarray, cell: int) -> np.ndarray:
     return np.repeat(np.repeat(cells, cell, axis=0), cell, axis=1)
 
 
+def _cells_box(cells: np.ndarray, cell_px: float) -> Box | None:
+    """Box ``(x1, y1, x2, y2)`` around the non-zero cells, in pixels of cells of ``cell_px`` (None when none)."""
+    ys, xs = np.nonzero(cells)
+    if len(xs) == 0:
+        return None
+    return (xs.min() * cell_px, ys.min() * cell_px, (xs.max() + 1) * cell_px, (ys.max() + 1) * cell_px)
+
+
 def _shift(img: np.ndarray, dx: float, dy: float, *, border: int) -> np.ndarray:
     """Translate ``img`` by whole pixels (dx, dy); new border pixels are replicated or zero."""
     m = np.float32([[1, 0, dx], [0, 1, dy]])
@@ -303,6 +315,8 @@ class FireSmokeScorer:
         self._roi_fire = np.zeros((0, 0), np.uint8)
         self._roi_smoke = np.zeros((0, 0), np.uint8)
         self._hann = np.zeros((0, 0), np.float32)
+        self._fire_cells: np.ndarray | None = None  # cells that counted as flame in the latest frame
+        self._smoke_cells: np.ndarray | None = None  # cells of the smoke region in the latest frame
         self.reset()
 
     def reset(self) -> None:
@@ -350,6 +364,7 @@ class FireSmokeScorer:
             self.reset()
 
         ww, wh = self._work_size
+        self._fire_cells = self._smoke_cells = None
         small = _downscale(image, ww, wh)
         colour = small.ndim == 3
         half = cv2.resize(small, (ww // 2, wh // 2), interpolation=cv2.INTER_AREA)
@@ -388,6 +403,9 @@ class FireSmokeScorer:
             smoke_area_frac=smoke_area,
             fire_flicker=flicker,
             smoke_churn=churn,
+            # Cells to source pixels: fire cells are at the work resolution, smoke cells at half of it.
+            fire_box=_cells_box(self._fire_cells, t.cell_px * w / ww) if self._fire_cells is not None else None,
+            smoke_box=_cells_box(self._smoke_cells, 2 * t.cell_px * w / ww) if self._smoke_cells is not None else None,
         )
         return self._last
 
@@ -474,6 +492,7 @@ class FireSmokeScorer:
         if unexplained is None:
             return 0.0, 0.0  # the view changed: nothing here can be compared with a second ago
         weight *= unexplained
+        self._fire_cells = weight > 0
         area = float((now_cells * weight).sum() * c * c / max(int(self._roi_fire.sum()), 1))
         sel = persistent.astype(bool)
         flicker = float(two_way[sel].sum() / max(union_cells[sel].sum(), 1e-6))
@@ -634,6 +653,7 @@ class FireSmokeScorer:
             self._occluded_until = sample.ts + t.occlusion_hold_s
         if sample.ts < self._occluded_until:
             return 0.0, 0.0
+        self._smoke_cells = labels == best
         region = _cells_to_pixels(labels == best, c) & smoke.astype(bool)
         churn = float(np.median(change[region])) if region.any() else 0.0
         return area, churn
@@ -649,6 +669,8 @@ class LearnedScores:
         smoke: Highest score of the counted smoke detections (0 when none).
         fire_label: Class of the best fire detection (None when none).
         smoke_label: Class of the best smoke detection (None when none).
+        fire_box: Box of the best fire detection, frame pixels (None when none).
+        smoke_box: Box of the best smoke detection (None when none).
     """
 
     ts: float
@@ -656,6 +678,8 @@ class LearnedScores:
     smoke: float = 0.0
     fire_label: str | None = None
     smoke_label: str | None = None
+    fire_box: Box | None = None
+    smoke_box: Box | None = None
 
 
 def learned_scores(
@@ -679,7 +703,18 @@ def learned_scores(
         smoke=float(smoke.score) if smoke is not None else 0.0,
         fire_label=fire.label if fire is not None else None,
         smoke_label=smoke.label if smoke is not None else None,
+        fire_box=fire.box if fire is not None else None,
+        smoke_box=smoke.box if smoke is not None else None,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class _Cue:
+    """One score of one frame, what produced it (the event's detail) and where (the alarm frame's box)."""
+
+    score: float
+    detail: str
+    box: Box | None
 
 
 class FireSmokeRule:
@@ -716,6 +751,8 @@ class FireSmokeRule:
         self.smoke_events = EventLifecycle(camera_id, "smoke", None, cfg.lifecycle, unit="score")
         self.last_scores: FireSmokeScores | None = None
         self.last_learned: LearnedScores | None = None
+        self._fire_box: Box | None = None  # the latest region seen, for the alarm frame
+        self._smoke_box: Box | None = None
 
     @property
     def uses_frames(self) -> bool:
@@ -736,18 +773,20 @@ class FireSmokeRule:
             return []  # learned: the detections drive the events
         s = self.scorer.score(ts, image)
         self.last_scores = s
-        fire_detail = f"flickering flame over {s.fire_area_frac:.2%} of the view"
-        smoke_detail = f"smoke region over {s.smoke_area_frac:.1%} of the view"
-        if self.source == "classic":
-            return self._feed(ts, s.fire, fire_detail, s.smoke, smoke_detail)
-        fire, smoke = (s.fire, fire_detail), (s.smoke, smoke_detail)
+        fire = _Cue(s.fire, f"flickering flame over {s.fire_area_frac:.2%} of the view", s.fire_box)
+        smoke = _Cue(s.smoke, f"smoke region over {s.smoke_area_frac:.1%} of the view", s.smoke_box)
         learned = self.last_learned
-        if learned is not None and self.learned_cfg is not None and ts - learned.ts <= self.learned_cfg.max_age_s:
+        if (
+            self.source == "fused"
+            and learned is not None
+            and self.learned_cfg is not None
+            and ts - learned.ts <= self.learned_cfg.max_age_s
+        ):
             if learned.fire > s.fire:
-                fire = (learned.fire, _learned_detail(learned.fire_label, learned.fire))
+                fire = _Cue(learned.fire, _learned_detail(learned.fire_label, learned.fire), learned.fire_box)
             if learned.smoke > s.smoke:
-                smoke = (learned.smoke, _learned_detail(learned.smoke_label, learned.smoke))
-        return self._feed(ts, *fire, *smoke)
+                smoke = _Cue(learned.smoke, _learned_detail(learned.smoke_label, learned.smoke), learned.smoke_box)
+        return self._feed(ts, fire, smoke)
 
     def update(self, ts: float, detections: Iterable[Detection]) -> list[EventTransition]:
         """The detector's detections of the frame captured at ``ts`` (boxes in frame pixels)."""
@@ -760,30 +799,40 @@ class FireSmokeRule:
         if self.source != "learned":
             return []  # fused: the next sampled frame combines it with the classic score
         return self._feed(
-            ts, s.fire, _learned_detail(s.fire_label, s.fire), s.smoke, _learned_detail(s.smoke_label, s.smoke)
+            ts,
+            _Cue(s.fire, _learned_detail(s.fire_label, s.fire), s.fire_box),
+            _Cue(s.smoke, _learned_detail(s.smoke_label, s.smoke), s.smoke_box),
         )
 
-    def _feed(self, ts: float, fire: float, fire_detail: str, smoke: float, smoke_detail: str) -> list[EventTransition]:
+    def _feed(self, ts: float, fire: _Cue, smoke: _Cue) -> list[EventTransition]:
         out: list[EventTransition] = []
+        # The smoothed score can stay over the threshold for a frame where this frame's region is empty (a flame
+        # hidden for a moment): the alarm frame then shows the last region seen.
+        if fire.box is not None or fire.score < self.cfg.fire_score_threshold:
+            self._fire_box = fire.box
+        if smoke.box is not None or smoke.score < self.cfg.smoke_score_threshold:
+            self._smoke_box = smoke.box
         if self.cfg.fire:
             thr = self.cfg.fire_score_threshold
             out += self.fire_events.update(
                 ts,
-                fire >= thr,
-                value=round(fire, 3),
+                fire.score >= thr,
+                value=round(fire.score, 3),
                 severity="critical",
                 threshold=thr,
-                detail=fire_detail,
+                detail=fire.detail,
+                box=self._fire_box,
             )
         if self.cfg.smoke:
             thr = self.cfg.smoke_score_threshold
             out += self.smoke_events.update(
                 ts,
-                smoke >= thr,
-                value=round(smoke, 3),
+                smoke.score >= thr,
+                value=round(smoke.score, 3),
                 severity="warning",
                 threshold=thr,
-                detail=smoke_detail,
+                detail=smoke.detail,
+                box=self._smoke_box,
             )
         return out
 
@@ -792,6 +841,7 @@ class FireSmokeRule:
         if self.scorer is not None:
             self.scorer.reset()
         self.last_learned = None
+        self._fire_box = self._smoke_box = None
         return self.fire_events.close(ts) + self.smoke_events.close(ts)
 
 

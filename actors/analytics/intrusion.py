@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from actors.analytics.events import EventLifecycle, EventTransition
+from actors.analytics.events import EventLifecycle, EventTransition, union_box
 from actors.analytics.schedule import Schedule
 from actors.analytics.tracker import IouTracker, Track
 from actors.analytics.zones import points_in_polygon
@@ -134,6 +134,7 @@ class IntrusionRule:
             severity="warning",
             threshold=1.0,
             detail=", ".join(f"{t.label} #{t.track_id}" for t in inside),
+            box=union_box(t.box for t in inside),
         )
 
     def close(self, ts: float) -> list[EventTransition]:
@@ -244,6 +245,7 @@ class LoiteringRule:
         self.tracker = IouTracker(max_age_s=track_max_age_s)
         self.events = EventLifecycle(camera_id, self.event_type, zone.name, cfg.lifecycle, unit="s")
         self._stays: list[_Stay] = []
+        self._alive: dict[int, Track] = {}  # the tracks of the last frame, by id (boxes for the alarm frame)
         self._frame = 0
         self._last_ts = float("-inf")
 
@@ -258,6 +260,7 @@ class LoiteringRule:
         seen = [t for t in tracks if t.seen_at(ts)]
         in_zone = [t for t, inside in zip(seen, _feet_in_zone(seen, self.zone.polygon), strict=True) if inside]
         alive = {t.track_id: t for t in tracks}
+        self._alive = alive
         by_track = {s.track_id: s for s in self._stays}
         for t in in_zone:  # first refresh every stay whose object is seen, so none is taken as lost
             stay = by_track.get(t.track_id)
@@ -330,6 +333,7 @@ class LoiteringRule:
             severity="caution",
             threshold=self.cfg.dwell_s,
             detail=", ".join(f"track {tid}: {d:.0f} s" for d, tid in loiterers),
+            box=union_box(self._alive[tid].box for _, tid in loiterers if tid in self._alive),
         )
 
     def close(self, ts: float) -> list[EventTransition]:

@@ -48,7 +48,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from actors.analytics.events import EventLifecycle, EventTransition
+from actors.analytics.events import EventLifecycle, EventTransition, polygon_box
 from configs.analytics import Severity, WaterGaugeConfig
 
 # Readings below this confidence are not used for the level and cannot open an event.
@@ -266,6 +266,9 @@ class WaterLevelRule:
         self.estimator = WaterLevelEstimator(cfg, min_confidence=min_confidence)
         self.events = EventLifecycle(camera_id, self.event_type, cfg.name, cfg.lifecycle, unit="cm")
         self.last_reading: WaterReading | None = None
+        x1, y1, x2, y2 = polygon_box((cfg.bottom, cfg.top))
+        half = cfg.band_px / 2.0
+        self.box = (x1 - half, y1, x2 + half, y2)  # the gauge's strip, where the level is read
 
     @property
     def active_event_id(self) -> str | None:
@@ -293,6 +296,7 @@ class WaterLevelRule:
             severity=sev or "warning",
             threshold=self.thresholds[0],
             detail=detail,
+            box=self.box,
         )
 
     def close(self, ts: float) -> list[EventTransition]:

@@ -325,6 +325,52 @@ def test_roi_in_source_pixels_scales_with_a_large_frame() -> None:
     assert [outside.score(float(k), f) for k, f in enumerate(big)][-1].fire == 0.0
 
 
+def _inside(box: tuple[float, float, float, float] | None, outer: tuple[float, float, float, float]) -> bool:
+    return box is not None and outer[0] <= box[0] < box[2] <= outer[2] and outer[1] <= box[1] < box[3] <= outer[3]
+
+
+def test_the_fire_box_is_around_the_flames_in_source_pixels() -> None:
+    """Flames drawn within (cx +- 51, cy - 56 .. cy + 41) at 320x240, the frame scaled 4x: the box is there."""
+    scorer = FireSmokeScorer()
+    scores = [scorer.score(float(k), cv2.resize(fire_frame(k, cx=250, cy=150), (4 * W, 4 * H))) for k in range(8)]
+    assert scores[0].fire_box is None  # nothing counted yet
+    margin = 4 * 8  # one work cell
+    around = (4 * (250 - 51) - margin, 4 * (150 - 56) - margin, 4 * (250 + 51) + margin, 4 * (150 + 41) + margin)
+    for s in scores[2:]:
+        assert _inside(s.fire_box, around), (s.fire_box, around)
+        x1, y1, x2, y2 = s.fire_box  # type: ignore[misc]
+        assert (x2 - x1) * (y2 - y1) >= 0.1 * (around[2] - around[0]) * (around[3] - around[1])  # not a speck
+    assert all(s.smoke_box is None for s in scores)
+
+
+def test_the_smoke_box_is_around_the_cloud() -> None:
+    bg = textured_background()
+
+    def frame(k: int) -> np.ndarray:
+        img = bg if k < 5 else grey_cloud(bg, k, radius=20 + 6 * (k - 5))
+        return with_sensor_noise(img, k)
+
+    last = feed(FireSmokeScorer(), frame, 16)[-1]
+    assert last.smoke > 0.8
+    assert last.smoke_box is not None
+    x1, y1, x2, y2 = last.smoke_box
+    assert x1 < 160 < x2 and y1 < 140 < y2  # the cloud's centre (160, 160 - 0.3 r)
+    assert (x2 - x1) * (y2 - y1) < 0.9 * W * H  # the cloud, not the whole view
+
+
+def test_the_opened_fire_event_carries_the_flame_box() -> None:
+    rule = FireSmokeRule("cam-7", FireSmokeConfig(lifecycle=Lifecycle(min_duration_s=2.0, cooldown_s=3.0)))
+    quiet = textured_background()
+    out: list[EventTransition] = []
+    for k in range(20):
+        img = fire_frame(k, cx=80, cy=120) if 3 <= k < 10 else with_sensor_noise(quiet, k)
+        out += rule.update_frame(float(k), img)
+    (opened,) = [tr for tr in out if tr.phase is EventPhase.OPENED]
+    assert _inside(opened.box, (80 - 51 - 8, 120 - 56 - 8, 80 + 51 + 8, 120 + 41 + 8)), opened.box
+    (closed,) = [tr for tr in out if tr.phase is EventPhase.CLOSED]
+    assert closed.box is None
+
+
 def test_disabled_cues_emit_nothing() -> None:
     rule = FireSmokeRule("cam-1", FireSmokeConfig(fire=False, smoke=False))
     out = [tr for k in range(10) for tr in rule.update_frame(float(k), fire_frame(k))]

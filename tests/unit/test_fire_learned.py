@@ -204,7 +204,8 @@ def test_classic_default_events_are_unchanged() -> None:
     ref = _reference_classic("cam-7", cfg, frames)
 
     def strip(ts: list[EventTransition]) -> list[dict]:
-        return [{k: v for k, v in dataclasses.asdict(t).items() if k != "event_id"} for t in ts]
+        # The box (where the alarm frame is drawn) came after the pre-learned rule; it is checked in test_fire.
+        return [{k: v for k, v in dataclasses.asdict(t).items() if k not in ("event_id", "box")} for t in ts]
 
     assert [t.phase for t in out].count(EventPhase.OPENED) == 2 and out[-1].ts == 36.0
     assert strip(out) == strip(ref)

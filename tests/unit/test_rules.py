@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from actors.analytics.crowd import CrowdRule
+from actors.analytics.crowd import CrowdRule, people_in_zone
 from actors.analytics.events import EventPhase
 from actors.analytics.zones import count_people_in_zone, points_in_polygon
 from configs.schema import ZoneConfig
@@ -56,6 +56,15 @@ def test_event_opens_only_after_min_duration() -> None:
     assert [t.phase for t in opened] == [EventPhase.OPENED]
     ev = opened[0]
     assert ev.started_at == 0.0 and ev.value == 4 and ev.peak_value == 4 and ev.threshold == 3
+    assert ev.box == (5.0, 20.0, 18.0, 50.0)  # around the four people counted (x 10..13, +-5; feet at 50)
+    assert ev.detail == "4 people in zone z"
+
+
+def test_crowd_box_counts_only_people_in_the_zone_and_falls_back_to_the_zone() -> None:
+    rule = _rule(threshold=1, min_s=0.0)
+    (opened,) = rule.update(0.0, [*people(1), *people(2, inside=False), person(50, 60, label="car")])
+    assert opened.box == (5.0, 20.0, 15.0, 50.0)  # the one person inside, not those outside nor the car
+    assert people_in_zone([], rule.zone) == (0, (0.0, 0.0, 100.0, 100.0))  # none counted: the zone itself
 
 
 def test_short_spike_opens_nothing() -> None:

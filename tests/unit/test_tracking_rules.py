@@ -190,9 +190,11 @@ def test_intrusion_opens_after_min_duration_and_closes_after_cooldown() -> None:
     ev = opened[0]
     assert (ev.event_type, ev.zone, ev.severity, ev.unit) == ("intrusion", "yard", "warning", "objects")
     assert ev.started_at == 0.0 and ev.value == 1 and ev.detail == "person #1"
+    assert ev.box == (81.0, 99.0, 121.0, 199.0)  # the intruder as seen in the opening frame
     # A second intruder: a new peak.
     upd = rule.update(3.0, [person(100, 200), person(300, 300)])
     assert phases(upd) == [EventPhase.UPDATED] and upd[0].value == 2 and upd[0].detail == "person #1, person #2"
+    assert upd[0].box == (80.0, 100.0, 320.0, 300.0)  # both of them
     # Both walk out at 90 px/s; from t=6 both feet are outside: closes a cooldown later.
     for t in (4.0, 5.0, 6.0, 7.0, 8.0):
         y = 200 + 90 * (t - 3)
@@ -286,6 +288,8 @@ def test_loitering_opens_after_dwell_and_closes_after_leaving() -> None:
     assert ev.ts == 10.0 and ev.started_at == 10.0 and ev.value == 10.0 and ev.threshold == 10.0
     assert (ev.event_type, ev.unit, ev.zone) == ("loitering", "s", "atm")
     assert ev.detail == "track 1: 10 s"
+    x, y = _sway(10)
+    assert ev.box == (x - 20, y - 100, x + 20, y)  # the loiterer as seen in the opening frame
     # Twice the dwell time: one update (the value steps by dwell_s, not every frame).
     for t in range(15, 22):
         events += rule.update(float(t), [person(*_sway(t))])

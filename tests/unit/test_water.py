@@ -109,6 +109,13 @@ def test_rule_opens_after_min_duration_rises_severity_and_closes_after_cooldown(
     assert o.threshold == 15.0 and o.severity == "warning"
     assert 5.0 <= o.started_at <= 7.0 and o.ts - o.started_at >= 5.0, phases
     assert "cm/min" in o.detail
+    g = rule.cfg  # the alarm frame boxes the gauge's strip: its end points, widened by half the band each side
+    assert o.box == (
+        min(g.bottom[0], g.top[0]) - g.band_px / 2,
+        min(g.bottom[1], g.top[1]),
+        max(g.bottom[0], g.top[0]) + g.band_px / 2,
+        max(g.bottom[1], g.top[1]),
+    )
     severe = [t for t in tr if t.phase is EventPhase.UPDATED and t.severity == "severe"]
     assert severe and 15.0 <= severe[0].ts <= 18.0, phases
     closed = [t for t in tr if t.phase is EventPhase.CLOSED]
