@@ -33,13 +33,21 @@ from typing import Literal
 
 import av
 
+from actors.alarm_frame import AlarmFrame
 from actors.analytics.events import EventPhase, EventTransition
 from actors.clip_writer import write_mp4
 from actors.packets import EncodedPacket, PacketRing, StreamInfo
 from configs.schema import RecorderConfig
 from serve_apps.api.errors import ExportWindowError
 from storage.clip_store import ClipIntegrityError, StorageError, StorageUnavailableError, sha256_file
-from storage.records import ClipSidecar, ExportRecord, clip_object_key, export_object_key
+from storage.records import (
+    AlarmFrameRecord,
+    ClipSidecar,
+    ExportRecord,
+    clip_object_key,
+    export_object_key,
+    frame_key_for,
+)
 from storage.spool import UploadSpool
 
 log = logging.getLogger(__name__)
@@ -58,6 +66,7 @@ class _Recording:
     severity: str = "warning"
     ended_at: float | None = None
     cut: bool = False
+    alarm_frame: AlarmFrame | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -269,8 +278,11 @@ class ClipRecorder:
         self._writer = threading.Thread(target=self._write_loop, name="clip-writer", daemon=True)
         self._writer.start()
 
-    def on_event(self, ev: EventTransition) -> None:
-        """Start, extend or schedule the end of the clip of an event."""
+    def on_event(self, ev: EventTransition, *, alarm_frame: AlarmFrame | None = None) -> None:
+        """Start, extend or schedule the end of the clip of an event.
+
+        ``alarm_frame`` (with the opening transition) is stored beside the clip, its record in the sidecar.
+        """
         with self._lock:
             per_cam = self._active.setdefault(ev.camera_id, {})
             rec = per_cam.get(ev.event_id)
@@ -282,7 +294,7 @@ class ClipRecorder:
                 packets = ring.snapshot(ev.started_at - self.cfg.pre_roll_s)
                 last_dts = packets[-1].dts if packets else None
                 per_cam[ev.event_id] = _Recording(
-                    ev, info, packets, last_dts, peak_value=ev.peak_value, severity=ev.severity
+                    ev, info, packets, last_dts, peak_value=ev.peak_value, severity=ev.severity, alarm_frame=alarm_frame
                 )
             elif rec is not None:
                 rec.peak_value = max(rec.peak_value, ev.peak_value)
@@ -554,6 +566,22 @@ class ClipRecorder:
         clip = write_mp4(path, rec.info, rec.packets)
         digest = sha256_file(clip.path)
         ended_at = rec.ended_at if rec.ended_at is not None else rec.packets[-1].wall_ts
+        frame_path, frame_record = None, None
+        if rec.alarm_frame is not None:
+            af = rec.alarm_frame
+            frame_path = self.staging_dir / f"{ev.camera_id}-{ev.event_id}.jpg"
+            frame_path.write_bytes(af.jpeg)
+            frame_record = AlarmFrameRecord(
+                object_key=frame_key_for(key),
+                captured_at=_dt(af.captured_ts),
+                box=af.box,
+                score=af.score,
+                cue=af.cue,
+                width=af.width,
+                height=af.height,
+                sha256=af.sha256,
+                size_bytes=len(af.jpeg),
+            )
         sidecar = ClipSidecar(
             event_id=ev.event_id,
             camera_id=ev.camera_id,
@@ -571,8 +599,9 @@ class ClipRecorder:
             size_bytes=clip.size_bytes,
             duration_s=clip.duration_s,
             object_key=key,
+            alarm_frame=frame_record,
         )
-        self.spool.enqueue(clip.path, sidecar, move=True)
+        self.spool.enqueue(clip.path, sidecar, move=True, frame_path=frame_path)
         done = ClipDone(ev.event_id, ev.camera_id, key, digest, clip.size_bytes, clip.duration_s)
         self.stats.clips_written += 1
         self.stats.bytes_written += clip.size_bytes

@@ -14,16 +14,18 @@ import logging
 import os
 import threading
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
+import numpy as np
 import ray
 from ray import serve
 
 from actors import metrics as m
-from actors.analytics.events import EventTransition
+from actors.alarm_frame import AlarmFrame, AlarmFrames, render_alarm_frame
+from actors.analytics.events import EventPhase, EventTransition
 from actors.analytics.registry import build_camera_rules
 from actors.backpressure import DropQueue
 from actors.camera_state import CameraState, CameraStatus
@@ -61,7 +63,7 @@ class ShardSettings:
     metrics_bind_host: str = "0.0.0.0"
     export_url_expiry_s: int = 3600  # ApiConfig.export_url_expiry_s: lifetime of presigned export URLs
     max_export_s: float = 1800.0  # ApiConfig.max_export_s: longest emergency export window
-    snapshot_jpeg_quality: int = 85
+    snapshot_jpeg_quality: int = 85  # camera snapshots and alarm frames
     storage: StorageConfig | None = None  # evidence bucket and retention; None: defaults beside s3.bucket
 
 
@@ -108,6 +110,13 @@ class _Camera:
         self.last_detections: tuple[Detection, ...] = ()
         self.model = "none yet"
         self.last_frame: SampledFrame | None = None  # a reference only: JPEG-encoded on request
+        # Frames at the detector, by capture time: an event a result opens is drawn on the frame it was decided on.
+        # References only (the queue holds the same arrays); popped by the result, the oldest evicted past the bound
+        # (a frame dropped on the way never comes back).
+        self.at_detector: OrderedDict[float, np.ndarray] = OrderedDict()
+
+
+FRAMES_AT_DETECTOR_KEPT = 8
 
 
 class DecoderShard:
@@ -128,6 +137,8 @@ class DecoderShard:
         self._batch_sizes: dict[int, int] = {}
         self._e2e_ms: deque[float] = deque(maxlen=5000)
         self._events: deque[EventNotice] = deque(maxlen=1000)
+        self._alarm_frames = AlarmFrames(settings.recorder.alarm_frames_kept)
+        self._alarm_lock = threading.Lock()
         self._n_events = 0
         self._analysed = 0
         self._detector_errors = 0
@@ -346,13 +357,17 @@ class DecoderShard:
             with cam.lock:
                 transitions = [t for r in cam.frame_rules for t in r.update_frame(frame.capture_ts, frame.image)]
             for t in transitions:
-                self._emit(t)
+                self._emit(t, frame.image)
             stage.labels(self.shard_id, "frame_rules").observe(time.perf_counter() - t0)
         if not cam.needs_detector:
             return
         if frame.static:
             self._apply_static(frame)
             return
+        with cam.lock:
+            cam.at_detector[frame.capture_ts] = frame.image
+            while len(cam.at_detector) > FRAMES_AT_DETECTOR_KEPT:
+                cam.at_detector.popitem(last=False)
         dropped = self._queue.put(dataclasses.replace(frame, enqueued_ts=time.time()))
         if dropped is not None:
             self._count_drop(dropped.camera_id, f"queue_full_{self._queue.policy}")
@@ -366,7 +381,7 @@ class DecoderShard:
         with cam.lock:
             transitions = [t for rule in cam.rules for t in rule.update(frame.capture_ts, cam.last_detections)]
         for t in transitions:
-            self._emit(t)
+            self._emit(t, frame.image)
 
     def _count_drop(self, camera_id: str, reason: str) -> None:
         self._dropped_by_camera[camera_id] = self._dropped_by_camera.get(camera_id, 0) + 1
@@ -453,9 +468,10 @@ class DecoderShard:
             cam.stream.detections_received += 1
             cam.last_detections = result.detections
             cam.model = result.model
+            image = cam.at_detector.pop(result.capture_ts, None)
             transitions = [t for rule in cam.rules for t in rule.update(result.capture_ts, result.detections)]
         for t in transitions:
-            self._emit(t)
+            self._emit(t, image)
         m.FRAME_STAGE.labels(self.shard_id, "rules").observe(time.perf_counter() - t0)
         labels: dict[str, int] = {}
         for d in result.detections:
@@ -468,7 +484,8 @@ class DecoderShard:
         self._e2e_ms.append(latency_s * 1000.0)
         m.E2E_LATENCY.labels(self.shard_id).observe(latency_s)
 
-    def _emit(self, t: EventTransition) -> None:
+    def _emit(self, t: EventTransition, image: np.ndarray | None = None) -> None:
+        """Record, count, log and hand to the recorder one transition; ``image``: the frame it was decided on."""
         self._n_events += 1
         self._events.append(EventNotice(t, time.time()))
         m.EVENTS.labels(self.shard_id, t.event_type, t.phase.value).inc()
@@ -487,7 +504,24 @@ class DecoderShard:
             t.peak_value,
             t.unit,
         )
-        self.recorder.on_event(t)
+        alarm = self._render_alarm(t, image) if t.phase is EventPhase.OPENED and image is not None else None
+        self.recorder.on_event(t, alarm_frame=alarm)
+
+    def _render_alarm(self, t: EventTransition, image: np.ndarray) -> AlarmFrame | None:
+        """The opening frame of ``t``, boxed and captioned, kept for the API (None if it cannot be encoded)."""
+        try:
+            frame = render_alarm_frame(image, t, captured_ts=t.ts, quality=self.s.snapshot_jpeg_quality)
+        except ValueError as exc:
+            log.warning("no alarm frame for event %s of camera %s: %s", t.event_id, t.camera_id, exc)
+            return None
+        with self._alarm_lock:
+            self._alarm_frames.add(frame)
+        return frame
+
+    def alarm_frame(self, event_id: str) -> AlarmFrame | None:
+        """The alarm frame of one of this shard's recent events (None: not one of the latest it drew)."""
+        with self._alarm_lock:
+            return self._alarm_frames.get(event_id)
 
     def _on_clip(self, done: ClipDone) -> None:
         m.CLIPS.labels(self.shard_id).inc()

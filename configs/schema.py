@@ -328,6 +328,13 @@ class RecorderConfig(_Model):
     post_roll_s: float = Field(default=5.0, ge=0, le=300)
     ring_max_bytes: int = Field(default=16 * 1024**2, ge=64 * 1024, description="Per-camera pre-roll cap.")
     max_clip_s: float = Field(default=300.0, gt=0, description="A clip is cut here even if the event goes on.")
+    alarm_frames_kept: int = Field(
+        default=256,
+        ge=1,
+        le=100_000,
+        description="Alarm frames (boxed JPEG of the frame an event opened on, ~100 KB at 720p) each shard keeps in "
+        "memory for GET /events/{id}/frame; older ones are read from beside their clip in the bucket.",
+    )
 
 
 class IngestConfig(_Model):

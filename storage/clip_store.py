@@ -267,15 +267,18 @@ class ClipStore:
                 response.release_conn()
         return digest.hexdigest(), size
 
-    def put_clip(self, local_path: Path, sidecar: ClipSidecar) -> None:
-        """Upload the MP4 then its sidecar under ``sidecar.object_key`` (overwrites: idempotent).
+    def put_clip(self, local_path: Path, sidecar: ClipSidecar, *, frame_path: Path | None = None) -> None:
+        """Upload the alarm frame (if any), the MP4, then the sidecar, under ``sidecar.object_key`` (overwrites:
+        idempotent). The sidecar goes last: a reader that finds it finds everything it records.
 
         Raises:
-            FileNotFoundError: ``local_path`` is missing.
-            ClipIntegrityError: the file's SHA-256 or size differs from the sidecar's.
+            FileNotFoundError: ``local_path`` (or ``frame_path``) is missing.
+            ClipIntegrityError: a file's SHA-256 or size differs from the sidecar's; a frame without its record
+                or a record without its frame.
             StorageError: the store refused or could not be reached (retry later).
         """
         try:
+            frame_bytes = self._put_alarm_frame(sidecar, frame_path)
             size_bytes = local_path.stat().st_size
             digest = sha256_file(local_path)
             if digest != sidecar.sha256:
@@ -311,8 +314,35 @@ class ClipStore:
             metrics.CLIP_UPLOADS_ERROR.inc()
             raise
         metrics.CLIP_UPLOADS_OK.inc()
-        metrics.CLIP_UPLOAD_BYTES.inc(size_bytes + len(body))
+        metrics.CLIP_UPLOAD_BYTES.inc(size_bytes + len(body) + frame_bytes)
         metrics.CLIP_UPLOAD_SECONDS.observe(time.monotonic() - start)
+
+    def _put_alarm_frame(self, sidecar: ClipSidecar, frame_path: Path | None) -> int:
+        """Upload the JPEG its sidecar records (checked against the record); its size, 0 when there is none."""
+        record = sidecar.alarm_frame
+        if record is None and frame_path is None:
+            return 0
+        if record is None or frame_path is None:
+            raise ClipIntegrityError(
+                f"event {sidecar.event_id!r}: alarm frame file {frame_path} and its record {record} must come together"
+            )
+        data = frame_path.read_bytes()
+        digest = hashlib.sha256(data).hexdigest()
+        if digest != record.sha256 or len(data) != record.size_bytes:
+            raise ClipIntegrityError(
+                f"alarm frame {frame_path} ({len(data)} bytes, sha256 {digest}) differs from its record for event "
+                f"{sidecar.event_id!r} ({record.size_bytes} bytes, sha256 {record.sha256})"
+            )
+        with self.translate_errors("PUT", record.object_key):
+            self._client.put_object(
+                self.bucket,
+                record.object_key,
+                io.BytesIO(data),
+                len(data),
+                content_type="image/jpeg",
+                metadata={SHA256_META: digest},
+            )
+        return len(data)
 
     def stat_clip(self, key: str) -> StoredObject:
         """Size, etag, content type and stored SHA-256 of one object."""

@@ -78,6 +78,7 @@ class EvidenceMark(BaseModel):
     evidence_bucket: str
     clip_version_id: str | None
     sidecar_version_id: str | None
+    frame_version_id: str | None = None  # the alarm frame's locked copy, when the sidecar records one
 
 
 def _is_latest(flag: object) -> bool:
@@ -247,7 +248,7 @@ class EvidenceStore:
             raise
 
     def mark_evidence(self, clip_key: str, *, case_number: str, retain_days: int | None = None) -> None:
-        """Keep a clip and its sidecar as evidence: locked copies with retention and a legal hold.
+        """Keep a clip, its sidecar and its alarm frame as evidence: locked copies with retention and a legal hold.
 
         The copies go to the evidence bucket under the same keys, in ``evidence_lock_mode`` until
         now + ``retain_days`` (default ``evidence_retention_days``); marking again (another case,
@@ -284,6 +285,9 @@ class EvidenceStore:
             if exc.code in _NOT_FOUND:
                 raise EvidenceError(f"clip {clip_key} is not in bucket {self.clips.bucket!r}") from exc
             raise
+        frame_version = None
+        if sidecar.alarm_frame is not None:
+            frame_version = self._lock_copy(sidecar.alarm_frame.object_key, sidecar.alarm_frame.sha256, retention)
         sidecar_sha = sha256_hex(sidecar_bytes)
         sidecar_version = self._lock_copy(sidecar_key, sidecar_sha, retention)
         mark = EvidenceMark(
@@ -297,6 +301,7 @@ class EvidenceStore:
             evidence_bucket=self.locked.bucket,
             clip_version_id=clip_version,
             sidecar_version_id=sidecar_version,
+            frame_version_id=frame_version,
         )
         self._put_locked(mark_key(clip_key, case_number), mark.model_dump_json(indent=1).encode(), retention)
         metrics.EVIDENCE_MARKED.inc()

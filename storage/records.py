@@ -21,6 +21,7 @@ CLIP_PREFIX = "clips/"
 EXPORT_PREFIX = "exports/"
 CLIP_SUFFIX = ".mp4"
 SIDECAR_SUFFIX = ".json"
+FRAME_SUFFIX = ".jpg"
 
 _CAMERA_RE = re.compile(CAMERA_ID_PATTERN)
 _EVENT_RE = re.compile(EVENT_ID_PATTERN)
@@ -46,6 +47,32 @@ class ExportRecord(BaseModel):
     covered_end: AwareDatetime
     start_clipped: bool = False
     end_clipped: bool = False
+
+
+class AlarmFrameRecord(BaseModel):
+    """The frame an alarm opened on, as an operator judges it: a JPEG with the region boxed, stored beside the clip.
+
+    ``box`` is ``(x1, y1, x2, y2)`` in the frame's pixels (None: the rule could not say where); ``cue`` is what
+    fired (the event's detail at opening); ``sha256`` and ``size_bytes`` are of the JPEG bytes.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    object_key: str = Field(min_length=len(CLIP_PREFIX) + len(FRAME_SUFFIX) + 1)
+    captured_at: AwareDatetime
+    box: tuple[float, float, float, float] | None = None
+    score: float = Field(description="The measured value at opening, in the clip's ``unit``.")
+    cue: str = Field(default="", max_length=2000)
+    width: int = Field(gt=0)
+    height: int = Field(gt=0)
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    size_bytes: int = Field(gt=0)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> AlarmFrameRecord:
+        if not self.object_key.endswith(FRAME_SUFFIX):
+            raise ValueError(f"alarm frame object_key {self.object_key!r} does not end with {FRAME_SUFFIX!r}")
+        return self
 
 
 class ClipSidecar(BaseModel):
@@ -77,6 +104,9 @@ class ClipSidecar(BaseModel):
         default=None, description="Set on emergency exports (event_type 'export'); None on event clips."
     )
     evidence: bool = Field(default=False, description="Evidence: the spool must never drop it; kept under hold.")
+    alarm_frame: AlarmFrameRecord | None = Field(
+        default=None, description="The frame the alarm opened on (boxed JPEG beside the clip); None on exports."
+    )
     schema_version: int = 1
 
     @model_validator(mode="after")
@@ -87,6 +117,9 @@ class ClipSidecar(BaseModel):
             raise ValueError(f"clip_end {self.clip_end.isoformat()} is before clip_start {self.clip_start.isoformat()}")
         if not self.object_key.endswith(CLIP_SUFFIX):
             raise ValueError(f"object_key {self.object_key!r} does not end with {CLIP_SUFFIX!r}")
+        frame = self.alarm_frame
+        if frame is not None and frame.object_key != frame_key_for(self.object_key):
+            raise ValueError(f"alarm frame key {frame.object_key!r} is not {frame_key_for(self.object_key)!r}")
         return self
 
     @property
@@ -136,3 +169,10 @@ def sidecar_key_for(clip_key: str) -> str:
     if not clip_key.endswith(CLIP_SUFFIX):
         raise ValueError(f"clip key {clip_key!r} does not end with {CLIP_SUFFIX!r}")
     return clip_key[: -len(CLIP_SUFFIX)] + SIDECAR_SUFFIX
+
+
+def frame_key_for(clip_key: str) -> str:
+    """Map a clip key (``....mp4``) to the key of its alarm frame (``....jpg``)."""
+    if not clip_key.endswith(CLIP_SUFFIX):
+        raise ValueError(f"clip key {clip_key!r} does not end with {CLIP_SUFFIX!r}")
+    return clip_key[: -len(CLIP_SUFFIX)] + FRAME_SUFFIX

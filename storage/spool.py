@@ -4,6 +4,7 @@ Layout of ``spool_dir``::
 
     000000000042-<event_id>/clip.mp4       one committed item per directory; the 12-digit sequence
     000000000042-<event_id>/sidecar.json   number orders items across restarts
+    000000000042-<event_id>/frame.jpg      the alarm frame, when the sidecar records one
     .000000000043-<event_id>.part/         an item being written (removed on restart)
     failed/                                items that can never upload (hash/size mismatch, bad JSON)
 
@@ -60,6 +61,7 @@ logger = logging.getLogger(__name__)
 
 CLIP_NAME = "clip.mp4"
 SIDECAR_NAME = "sidecar.json"
+FRAME_NAME = "frame.jpg"
 FAILED_DIR = "failed"
 _ITEM_RE = re.compile(r"^(\d{12})-(.+)$")
 _PART_SUFFIX = ".part"
@@ -87,6 +89,10 @@ class _Item:
     @property
     def sidecar_path(self) -> Path:
         return self.path / SIDECAR_NAME
+
+    @property
+    def frame_path(self) -> Path:
+        return self.path / FRAME_NAME
 
 
 def _fsync_path(path: Path) -> None:
@@ -167,6 +173,8 @@ class UploadSpool:
             try:
                 sidecar = ClipSidecar.from_json_bytes(item.sidecar_path.read_bytes())
                 item.size_bytes = item.clip_path.stat().st_size + item.sidecar_path.stat().st_size
+                if sidecar.alarm_frame is not None:
+                    item.size_bytes += item.frame_path.stat().st_size
             except (OSError, ValidationError) as exc:
                 self._quarantine(item, f"unreadable on resume: {exc}")
                 continue
@@ -226,18 +234,22 @@ class UploadSpool:
 
     # ------------------------------------------------------------------ public API
 
-    def enqueue(self, clip_path: Path, sidecar: ClipSidecar, *, move: bool = False) -> None:
+    def enqueue(
+        self, clip_path: Path, sidecar: ClipSidecar, *, move: bool = False, frame_path: Path | None = None
+    ) -> None:
         """Put a clip in the spool (durably) for upload; returns once it is on disk.
 
         Args:
             clip_path: the MP4 file.
             sidecar: its record (``size_bytes`` must match the file).
-            move: move the file into the spool instead of copying it (a rename on the same
+            move: move the files into the spool instead of copying them (a rename on the same
                 filesystem).
+            frame_path: the alarm frame (JPEG), exactly when ``sidecar.alarm_frame`` records one.
 
         Raises:
-            ClipIntegrityError: the file's size differs from ``sidecar.size_bytes``.
-            OSError: the clip could not be read or the spool written (the item is not spooled).
+            ClipIntegrityError: a file's size differs from its sidecar's record, or an alarm frame is given
+                without a record (or the other way round).
+            OSError: a file could not be read or the spool written (the item is not spooled).
         """
         body = sidecar.to_json_bytes()
         clip_bytes = clip_path.stat().st_size
@@ -246,7 +258,20 @@ class UploadSpool:
                 f"clip {clip_path} has {clip_bytes} bytes, its sidecar for event "
                 f"{sidecar.event_id!r} says {sidecar.size_bytes}"
             )
-        size_bytes = clip_bytes + len(body)
+        frame_bytes = 0
+        if (frame_path is None) != (sidecar.alarm_frame is None):
+            raise ClipIntegrityError(
+                f"event {sidecar.event_id!r}: alarm frame file {frame_path} and sidecar record "
+                f"{sidecar.alarm_frame} must come together"
+            )
+        if frame_path is not None and sidecar.alarm_frame is not None:
+            frame_bytes = frame_path.stat().st_size
+            if frame_bytes != sidecar.alarm_frame.size_bytes:
+                raise ClipIntegrityError(
+                    f"alarm frame {frame_path} has {frame_bytes} bytes, its sidecar for event "
+                    f"{sidecar.event_id!r} says {sidecar.alarm_frame.size_bytes}"
+                )
+        size_bytes = clip_bytes + len(body) + frame_bytes
         with self._cond:
             evictable = sum(i.size_bytes for i in self._items if i is not self._uploading and not i.evidence)
             could_fit = self._bytes - evictable + size_bytes <= self.max_bytes
@@ -283,6 +308,8 @@ class UploadSpool:
         try:
             stage.mkdir()
             self._place_clip(clip_path, stage / CLIP_NAME, move=move)
+            if frame_path is not None:
+                self._place_clip(frame_path, stage / FRAME_NAME, move=move)
             with (stage / SIDECAR_NAME).open("wb") as fh:
                 fh.write(body)
                 fh.flush()
@@ -291,11 +318,11 @@ class UploadSpool:
             os.rename(stage, final)
             _fsync_path(self.spool_dir)
         except OSError:
-            staged_clip = stage / CLIP_NAME
-            if move and staged_clip.exists() and not clip_path.exists():
-                # The clip was already moved in: put it back so the caller still has it.
-                with contextlib.suppress(OSError):
-                    os.replace(staged_clip, clip_path)
+            for staged, original in ((stage / CLIP_NAME, clip_path), (stage / FRAME_NAME, frame_path)):
+                if move and original is not None and staged.exists() and not original.exists():
+                    # Already moved in: put it back so the caller still has it.
+                    with contextlib.suppress(OSError):
+                        os.replace(staged, original)
             shutil.rmtree(stage, ignore_errors=True)
             with self._cond:
                 self._bytes -= size_bytes
@@ -353,7 +380,7 @@ class UploadSpool:
             return len(self._items)
 
     def pending_bytes(self) -> int:
-        """Bytes on disk of waiting items (clip plus sidecar)."""
+        """Bytes on disk of waiting items (clip, sidecar and alarm frame)."""
         with self._cond:
             return self._bytes
 
@@ -417,7 +444,8 @@ class UploadSpool:
         reason = ""
         try:
             sidecar = ClipSidecar.from_json_bytes(item.sidecar_path.read_bytes())
-            self.store.put_clip(item.clip_path, sidecar)
+            frame = item.frame_path if sidecar.alarm_frame is not None else None
+            self.store.put_clip(item.clip_path, sidecar, frame_path=frame)
             if sidecar.evidence and self.evidence is not None:
                 case = sidecar.export.case_number if sidecar.export is not None else self.unassigned_case
                 self.evidence.mark_evidence(sidecar.object_key, case_number=case)

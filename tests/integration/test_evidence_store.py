@@ -31,6 +31,7 @@ from storage.evidence import EvidenceStore
 from storage.manifest import manifest_key
 from storage.records import ClipSidecar, ExportRecord, clip_object_key
 from storage.spool import UploadSpool
+from tests.support.clips import with_alarm_frame
 
 logger = logging.getLogger(__name__)
 
@@ -222,6 +223,25 @@ def test_locked_evidence_clip_cannot_be_deleted(evidence: EvidenceStore, tmp_pat
     # Marking again (another case) keeps the same locked version and adds a mark record.
     evidence.mark_evidence(sidecar.object_key, case_number="2026-119-0007")
     assert {m.case_number for m in evidence.evidence_marks(day)} == {"2026-112-0042", "2026-119-0007"}
+
+
+def test_evidence_locks_the_alarm_frame_with_its_clip(evidence: EvidenceStore, tmp_path: Path) -> None:
+    day = _d(2)
+    path, bare = make_clip(tmp_path, "evt-lock-frame", day)
+    frame_path, sidecar = with_alarm_frame(tmp_path, bare)
+    evidence.clips.put_clip(path, sidecar, frame_path=frame_path)
+    evidence.mark_evidence(sidecar.object_key, case_number="2026-119-0100")
+
+    assert sidecar.alarm_frame is not None
+    key = sidecar.alarm_frame.object_key
+    client, bucket = evidence.locked.client, evidence.locked.bucket
+    stat = client.stat_object(bucket, key)
+    retention = client.get_object_retention(bucket, key, version_id=stat.version_id)
+    assert retention is not None and retention.mode == "GOVERNANCE"
+    assert client.is_object_legal_hold_enabled(bucket, key, version_id=stat.version_id)
+    assert evidence.locked.hash_object(key, stat.version_id)[0] == sidecar.alarm_frame.sha256
+    (mark,) = [m for m in evidence.evidence_marks(day) if m.case_number == "2026-119-0100"]
+    assert mark.frame_version_id == stat.version_id
 
 
 def test_compliance_mode_is_configurable_and_a_bad_clip_is_refused(

@@ -14,6 +14,8 @@ from datetime import datetime
 from pathlib import Path
 
 import av
+import cv2
+import numpy as np
 import pytest
 
 from actors.camera_state import CameraState
@@ -147,6 +149,15 @@ def test_crowd_event_produces_a_remuxed_clip_in_s3(runtime: Runtime) -> None:
     expected_s = (side.ended_at - side.started_at).total_seconds() + PRE_ROLL_S + POST_ROLL_S
     assert abs(span_s - expected_s) <= GOP_S + 0.15, (span_s, expected_s)
     assert abs(side.duration_s - span_s) <= 0.25
+
+    # Its alarm frame: the boxed JPEG of the frame the event opened on, beside the clip, as the sidecar records.
+    frame = side.alarm_frame
+    assert frame is not None, "the event's alarm frame is not recorded in its sidecar"
+    jpeg = store.get_bytes(frame.object_key)
+    assert hashlib.sha256(jpeg).hexdigest() == frame.sha256 and len(jpeg) == frame.size_bytes
+    image = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
+    assert image.shape == (frame.height, frame.width, 3) == (576, 768, 3)
+    assert frame.box is not None and side.started_at <= frame.captured_at <= side.ended_at
 
 
 def test_no_frame_is_decoded_twice_and_sampling_follows_keyframes(runtime: Runtime) -> None:

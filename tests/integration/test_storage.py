@@ -23,7 +23,8 @@ from configs.schema import StorageConfig
 from storage.clip_store import ClipStore, StorageError, StorageUnavailableError, sha256_file
 from storage.embedded_s3 import EmbeddedS3, EmbeddedS3Error, WeedPorts
 from storage.records import ClipSidecar, clip_object_key
-from storage.spool import FAILED_DIR, UploadSpool
+from storage.spool import FAILED_DIR, FRAME_NAME, UploadSpool
+from tests.support.clips import with_alarm_frame
 
 logger = logging.getLogger(__name__)
 
@@ -166,6 +167,29 @@ def test_put_clip_refuses_a_clip_that_does_not_match_its_sidecar(store: ClipStor
     with pytest.raises(ValueError, match="sha256"):
         store.put_clip(path, sidecar)
     assert store.list_keys("clips/2026/05/01/cam-corrupt/") == []
+
+
+def test_put_clip_stores_the_alarm_frame_before_the_sidecar_that_records_it(store: ClipStore, tmp_path: Path) -> None:
+    path, bare = make_clip(tmp_path, "evt-frame", camera_id="cam-frame")
+    frame_path, sidecar = with_alarm_frame(tmp_path, bare)
+    store.put_clip(path, sidecar, frame_path=frame_path)
+    record = sidecar.alarm_frame
+    assert record is not None and record.object_key.endswith("/evt-frame.jpg")
+    stat = store.stat_clip(record.object_key)
+    assert stat.content_type == "image/jpeg" and stat.sha256 == record.sha256 and stat.size_bytes == record.size_bytes
+    assert store.get_bytes(record.object_key) == frame_path.read_bytes()
+    assert store.get_sidecar(sidecar.object_key).alarm_frame == record
+
+
+def test_put_clip_refuses_an_alarm_frame_that_differs_from_its_record(store: ClipStore, tmp_path: Path) -> None:
+    path, bare = make_clip(tmp_path, "evt-badframe", camera_id="cam-badframe")
+    frame_path, sidecar = with_alarm_frame(tmp_path, bare)
+    frame_path.write_bytes(frame_path.read_bytes()[:-10])
+    with pytest.raises(ValueError, match=r"alarm frame .* differs from its record for event 'evt-badframe'"):
+        store.put_clip(path, sidecar, frame_path=frame_path)
+    with pytest.raises(ValueError, match="must come together"):
+        store.put_clip(path, sidecar)
+    assert store.list_keys("clips/2026/05/01/cam-badframe/") == []
 
 
 def test_presigned_get_serves_the_bytes(store: ClipStore, tmp_path: Path) -> None:
@@ -350,6 +374,35 @@ def test_spool_resumes_items_left_by_a_previous_run(store: ClipStore, tmp_path: 
         second.stop()
     assert uploaded == [f"evt-res-{i}" for i in range(4)]
     assert len(store.list_clips("clips/2026/05/01/cam-res/")) == 4
+
+
+def test_spool_keeps_the_alarm_frame_with_its_clip_across_a_restart(store: ClipStore, tmp_path: Path) -> None:
+    sources = tmp_path / "src"
+    sources.mkdir()
+    spool_dir = tmp_path / "spool"
+    first = UploadSpool(spool_dir, store, max_bytes=64 * 1024**2)  # never started: "crashed"
+    path, bare = make_clip(sources, "evt-sf", camera_id="cam-sf")
+    frame_path, sidecar = with_alarm_frame(sources, bare)
+    frame_bytes = frame_path.read_bytes()
+    with pytest.raises(ValueError, match="must come together"):
+        first.enqueue(path, sidecar, move=True)  # the record without its frame: refused, nothing taken
+    assert path.exists() and _item_dirs(spool_dir) == []
+    first.enqueue(path, sidecar, move=True, frame_path=frame_path)
+    assert not path.exists() and not frame_path.exists()
+    assert (spool_dir / "000000000000-evt-sf" / FRAME_NAME).read_bytes() == frame_bytes
+
+    second = UploadSpool(spool_dir, store, max_bytes=64 * 1024**2)
+    assert second.pending_event_ids() == ["evt-sf"]
+    assert second.pending_bytes() == sidecar.size_bytes + len(sidecar.to_json_bytes()) + len(frame_bytes)
+    second.start()
+    try:
+        assert second.wait_drained(30)
+    finally:
+        second.stop()
+    assert sidecar.alarm_frame is not None
+    assert store.get_bytes(sidecar.alarm_frame.object_key) == frame_bytes
+    assert store.get_sidecar(sidecar.object_key) == sidecar
+    assert _item_dirs(spool_dir) == []
 
 
 def test_spool_quarantines_a_corrupted_clip_and_moves_on(store: ClipStore, tmp_path: Path) -> None:
