@@ -75,7 +75,7 @@ from serve_apps.api.exports import ExportRequest, ExportState, ExportTicket
 from serve_apps.metrics_export import export_metrics
 from serve_apps.remote_call import TARGET_GONE, ActorCaller, CallPolicy, ControlPlaneUnavailableError, gather
 from storage.clip_store import ClipStore, StorageError
-from storage.records import CLIP_SUFFIX, EXPORT_PREFIX
+from storage.records import CLIP_SUFFIX, EXPORT_PREFIX, clip_object_key, frame_key_for
 
 log = logging.getLogger(__name__)
 
@@ -670,6 +670,33 @@ class CameraController:
     # remuxes it and uploads it through its spool as evidence under exports/YYYY/MM/DD/<camera>/
     # <export_id>.mp4; the controller keeps a ticket per export and asks the shard for progress.
     # A ticket the controller no longer holds (it restarted) is found again in the bucket.
+
+    def alarm_frame(self, event_id: str) -> bytes | None:
+        """The JPEG of the frame an event opened on, its region boxed; None while there is none (yet).
+
+        The shards keep their latest alarm frames in memory (so the frame is there the second the event opens);
+        once forgotten there (a restarted or busy shard) it is read from beside the event's clip in the bucket,
+        where the recorder stores it with the clip (after the event ends).
+
+        Raises:
+            UnknownEventError: no shard holds a transition of that event.
+            StorageError: the bucket did not answer (the frame may exist: retry).
+        """
+        notices = [n for n in self.events(0.0) if n.transition.event_id == event_id]
+        if not notices:
+            raise UnknownEventError(event_id)
+        for frame in self._gather("alarm_frame", event_id):
+            if frame is not None:
+                return frame.jpeg  # type: ignore[attr-defined]
+        first = min(notices, key=lambda n: n.transition.ts).transition
+        day = datetime.fromtimestamp(first.started_at, tz=UTC).date()
+        key = frame_key_for(clip_object_key(first.camera_id, event_id, day))
+        try:
+            return self._media_store().get_bytes(key)
+        except StorageError as exc:
+            if exc.code in ("NoSuchKey", "NoSuchObject"):
+                return None
+            raise
 
     def snapshot(self, camera_id: str) -> bytes | None:
         """JPEG of the camera's latest sampled frame; None while it has none (or no shard answers).

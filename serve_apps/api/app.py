@@ -401,6 +401,25 @@ class ControlApi:
         return Acknowledgement.model_validate(record)
 
     @api.get(
+        "/events/{event_id}/frame",
+        response_class=Response,
+        responses={
+            200: {"content": {"image/jpeg": {}}, "description": "The frame the alarm opened on, region boxed."}
+        },
+    )
+    async def alarm_frame(self, event_id: EventId, _: Viewer) -> Response:
+        """The frame an event opened on (JPEG): its region boxed, the type, value, severity and cue written on it."""
+        try:
+            jpeg = await self._read("alarm_frame", lambda c: c.alarm_frame.remote(event_id))
+        except UnknownEventError:
+            raise HTTPException(status_code=404, detail=f"no event with id {event_id!r}") from None
+        except StorageError as exc:
+            raise HTTPException(status_code=503, detail=f"the object store did not answer ({exc})") from None
+        if not jpeg:
+            raise HTTPException(status_code=404, detail=f"event {event_id!r} has no alarm frame (or not yet)")
+        return Response(content=jpeg, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=3600"})
+
+    @api.get(
         "/events/stream",
         response_class=StreamingResponse,
         responses={200: {"content": {"text/event-stream": {}}, "description": "Server-Sent Events."}},

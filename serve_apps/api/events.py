@@ -60,7 +60,11 @@ class EventRecord(BaseModel):
     peak_value: float
     unit: str
     threshold: float
-    detail: str
+    detail: str = Field(description="What fired, in the latest transition (the cue).")
+    box: tuple[float, float, float, float] | None = Field(
+        default=None,
+        description="Where the alarm opened: (x1, y1, x2, y2) in frame pixels, as boxed in GET /events/{id}/frame.",
+    )
     updated_ts: float = Field(description="Capture time of the latest transition.")
     received_ts: float = Field(description="When the shard received the latest transition.")
     transitions: int
@@ -115,6 +119,7 @@ def fold(
                 unit=last.unit,
                 threshold=last.threshold,
                 detail=last.detail,
+                box=next((n.transition.box for n in ns if n.transition.box is not None), None),
                 updated_ts=last.ts,
                 received_ts=ns[-1].received_ts,
                 transitions=len(ns),

@@ -4,25 +4,32 @@ One local Runtime (Ray, Serve, SeaweedFS, the detector) with two looped vtest ca
 crowd zone the footage fills so that events open and close. Tokens for viewer, operator and admin
 come from ``CCTV_API_TOKENS`` as in production. Covered: only /healthz answers without a token;
 who may do what; one JSON error shape with reasons, never a trace; event queries with filters
-and pages; acknowledgement; the Server-Sent Events stream; snapshots; emergency export to a
-presigned URL; clip views; the access log.
+and pages; acknowledgement; the Server-Sent Events stream; snapshots; alarm frames (from the shard's
+memory, then from beside the clip in the bucket once the shard keeps only newer ones: it keeps one
+here); emergency export to a presigned URL; clip views; the access log.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
+import cv2
 import httpx
+import numpy as np
 import pytest
 
 from cluster.footage import prepare_stream
 from cluster.runtime import Runtime
 from configs.schema import AppConfig, CameraConfig, ClusterConfig, DetectorConfig, RecorderConfig, ZoneConfig
 from serve_apps.metrics_export import free_port
+from storage.clip_store import StorageError
+from storage.records import ClipSidecar, clip_object_key
 from tests.support.api import bearer, client, role_tokens, tokens_spec
 from tests.support.wait import wait_for
 
@@ -80,7 +87,7 @@ def api(tmp_path_factory: pytest.TempPathFactory, vtest_path: Path, models_dir: 
         state_dir=state,
         cluster=ClusterConfig(namespace=NS, num_shards=1, shard_num_cpus=0.5, local_num_cpus=4, serve_http_port=port),
         detector=DetectorConfig(models_dir=models_dir, max_batch_size=4, num_cpus_per_replica=0.5),
-        recorder=RecorderConfig(pre_roll_s=2.0, post_roll_s=2.0),
+        recorder=RecorderConfig(pre_roll_s=2.0, post_roll_s=2.0, alarm_frames_kept=1),
         cameras=cams,
     )
     tokens = role_tokens()
@@ -248,6 +255,57 @@ def test_event_query_filters_pages_and_ack(api: Api) -> None:
     assert "op-7" in again["detail"]
     acked = v.get("/events", params={"acknowledged": True}).json()["items"]
     assert any(e["event_id"] == event["event_id"] and e["acknowledged"]["note"] == "units sent" for e in acked)
+
+
+def _jpeg(r: httpx.Response) -> np.ndarray:
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"] == "image/jpeg"
+    image = cv2.imdecode(np.frombuffer(r.content, np.uint8), cv2.IMREAD_COLOR)
+    assert image is not None, "not a JPEG"
+    return image
+
+
+def test_alarm_frame_is_the_boxed_opening_frame_and_is_kept_beside_the_clip(api: Api) -> None:
+    store = api.rt.store
+    assert store is not None
+    newest = _an_event(api)
+    image = _jpeg(
+        wait_for(
+            lambda: (r := api.viewer.get(f"/events/{newest['event_id']}/frame")).is_success and r,
+            60,
+            "the newest event's alarm frame",
+        )
+    )
+    assert image.shape == (576, 768, 3)
+    x1, y1, x2, y2 = newest["box"]  # the people counted in the zone: inside the frame, not the whole of it
+    assert 0 <= x1 < x2 <= 768 and 0 <= y1 < y2 <= 576 and (x2 - x1) * (y2 - y1) < 768 * 576
+    assert _is_error(api.viewer.get("/events/evt-no-such-event/frame"), 404)["detail"].startswith("no event")
+    _is_error(api.anon.get(f"/events/{newest['event_id']}/frame"), 401)
+
+    # A closed event whose clip is stored, once a newer event has opened: the shard (keeping one) has forgotten
+    # its frame, which now comes from the bucket, as recorded in the clip's sidecar.
+    def stored_and_superseded() -> tuple[dict, ClipSidecar] | None:
+        events = api.viewer.get("/events", params={"camera_id": "cam-crowd", "limit": 100}).json()["items"]
+        for older in events[1:]:
+            if older["phase"] != "closed":
+                continue
+            day = datetime.fromtimestamp(older["started_at"], tz=UTC).date()
+            try:
+                return older, store.get_sidecar(clip_object_key("cam-crowd", older["event_id"], day))
+            except StorageError:  # not uploaded yet
+                continue
+        return None
+
+    older, sidecar = wait_for(
+        stored_and_superseded, 240, "a closed, stored cam-crowd event older than the newest", interval_s=3.0
+    )
+    record = sidecar.alarm_frame
+    assert record is not None and (record.width, record.height) == (768, 576)
+    assert record.box == tuple(older["box"]) and record.cue
+    served = api.viewer.get(f"/events/{older['event_id']}/frame")
+    _jpeg(served)
+    assert served.content == store.get_bytes(record.object_key)
+    assert hashlib.sha256(served.content).hexdigest() == record.sha256
 
 
 def test_event_stream_is_server_sent_events(api: Api) -> None:
