@@ -47,6 +47,7 @@ import ray
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+from actors.analytics.registry import build_camera_rules
 from actors.camera_state import CameraState, CameraStatus
 from actors.recorder import ExportOrder, ExportPhase, ExportProgress
 from actors.shard import EventNotice, RemoteDecoderShard, ShardSettings, ShardStats
@@ -63,6 +64,7 @@ from cluster.control_state import (
 from cluster.sharding import camera_cost, moved, place
 from configs.schema import CameraConfig
 from serve_apps.api.errors import (
+    CameraAnalyticsError,
     DuplicateCameraError,
     EventAlreadyAcknowledgedError,
     ExportWindowError,
@@ -78,6 +80,20 @@ from storage.clip_store import ClipStore, StorageError
 from storage.records import CLIP_SUFFIX, EXPORT_PREFIX, clip_object_key, frame_key_for
 
 log = logging.getLogger(__name__)
+
+
+def _check_analytics(cam: CameraConfig) -> None:
+    """Build the camera's rules as its shard will, so that a config the shard would refuse (e.g. a calibration
+    whose points define no homography) is refused before the inventory changes, not a failed start there.
+
+    Raises:
+        CameraAnalyticsError: naming the camera and why.
+    """
+    try:
+        build_camera_rules(cam)
+    except ValueError as exc:
+        raise CameraAnalyticsError(f"camera {cam.id!r}: analytics not usable: {exc}") from None
+
 
 CONTROLLER_NAME = "cctv-controller"
 ACK_PREFIX = "control/acks/"
@@ -469,6 +485,7 @@ class CameraController:
 
         Raises:
             DuplicateCameraError: ``strict`` and an id is already in the inventory.
+            CameraAnalyticsError: a new camera's analytics cannot be built (nothing is added).
         """
         with self._lock:
             if (done := self._replay(request_id, "add")) is not None:
@@ -477,6 +494,8 @@ class CameraController:
             if strict and dupes:
                 raise DuplicateCameraError(f"cameras already exist: {dupes}")
             new = [c for c in cameras if c.id not in self._cameras]
+            for cam in new:
+                _check_analytics(cam)
             for cam in new:
                 self._cameras[cam.id] = cam
             result = self._apply(self._place(self._assignment), "add")
@@ -503,6 +522,7 @@ class CameraController:
 
         Raises:
             UnknownCameraError: no camera with that id.
+            CameraAnalyticsError: the new config's analytics cannot be built (nothing changes).
         """
         with self._lock:
             if (done := self._replay(request_id, "update")) is not None:
@@ -516,6 +536,7 @@ class CameraController:
         if self._cameras[camera.id] == camera and request_id is None:
             return self._assignment.get(camera.id, "")
         if self._cameras[camera.id] != camera:
+            _check_analytics(camera)
             shard = self._running.pop(camera.id, None)
             ref = self._shards.get(shard) if shard is not None else None
             if ref is not None and ref.live:

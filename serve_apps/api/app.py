@@ -27,18 +27,19 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
 
-from actors.analytics.registry import build_camera_rules
 from configs.loader import redact_url
 from configs.schema import CAMERA_ID_PATTERN, ApiConfig, CameraConfig, StorageConfig
 from serve_apps.api import auth
 from serve_apps.api.auth import Admin, Caller, Operator, TokenTable, Viewer
 from serve_apps.api.error_shape import ERROR_RESPONSES, GuardMiddleware, install_error_handlers
 from serve_apps.api.errors import (
+    CameraAnalyticsError,
     DuplicateCameraError,
     EventAlreadyAcknowledgedError,
     RequestIdReusedError,
     UnknownCameraError,
     UnknownEventError,
+    reason_of,
 )
 from serve_apps.api.events import (
     Acknowledgement,
@@ -129,19 +130,6 @@ def _public(cam: CameraConfig) -> dict[str, Any]:
     return {**cam.model_dump(mode="json"), "url": redact_url(cam.url)}
 
 
-def _check_analytics(cam: CameraConfig) -> None:
-    """Build the camera's rules as its shard will, so that a config the shard would refuse (e.g. a
-    calibration whose points define no homography) is a 422 here rather than a failed change there.
-
-    Raises:
-        HTTPException: 422 with the reason.
-    """
-    try:
-        build_camera_rules(cam)
-    except ValueError as exc:
-        raise HTTPException(status_code=422, detail=f"camera {cam.id!r}: analytics not usable: {exc}") from None
-
-
 def request_id(
     idempotency_key: Annotated[
         str | None,
@@ -218,9 +206,7 @@ class ControlApi:
         try:
             return await self._controller.call_async(method, invoke, CONTROLLER_WRITE)
         except RequestIdReusedError as exc:
-            raise HTTPException(
-                status_code=422, detail=f"Idempotency-Key reused: {str(exc).splitlines()[-1]}"
-            ) from None
+            raise HTTPException(status_code=422, detail=f"Idempotency-Key reused: {reason_of(exc)}") from None
 
     def _need_store(self) -> ClipStore:
         if self._store is None:
@@ -296,7 +282,6 @@ class ControlApi:
     @api.post("/cameras", status_code=201)
     async def add_camera(self, camera: CameraConfig, caller: Admin, rid: RequestId) -> dict[str, Any]:
         """Add a camera; it starts streaming on the shard the controller picks. 409 if the id exists."""
-        _check_analytics(camera)
         req = _scoped(caller, rid)
         try:
             placed = await self._write(
@@ -304,6 +289,8 @@ class ControlApi:
             )
         except DuplicateCameraError:
             raise HTTPException(status_code=409, detail=f"camera {camera.id!r} already exists") from None
+        except CameraAnalyticsError as exc:
+            raise HTTPException(status_code=422, detail=reason_of(exc)) from None
         return {"camera": _public(camera), "shard": placed.get(camera.id)}
 
     @api.put("/cameras/{camera_id}")
@@ -313,12 +300,13 @@ class ControlApi:
         """Replace a camera's configuration; only that camera restarts."""
         if camera.id != camera_id:
             raise HTTPException(status_code=400, detail=f"body id {camera.id!r} differs from the path's {camera_id!r}")
-        _check_analytics(camera)
         try:
             req = _scoped(caller, rid)
             shard = await self._write("update_camera", lambda c: c.update_camera.remote(camera, request_id=req))
         except UnknownCameraError:
             raise HTTPException(status_code=404, detail=f"no camera with id {camera_id!r}") from None
+        except CameraAnalyticsError as exc:
+            raise HTTPException(status_code=422, detail=reason_of(exc)) from None
         return {"camera": _public(camera), "shard": shard}
 
     @api.delete("/cameras/{camera_id}", status_code=204, response_class=Response)
@@ -395,7 +383,7 @@ class ControlApi:
         except UnknownEventError:
             raise HTTPException(status_code=404, detail=f"no event with id {event_id!r}") from None
         except EventAlreadyAcknowledgedError as exc:
-            raise HTTPException(status_code=409, detail=str(exc).splitlines()[-1]) from None
+            raise HTTPException(status_code=409, detail=reason_of(exc)) from None
         except StorageError as exc:
             raise HTTPException(status_code=503, detail=f"the acknowledgement could not be stored ({exc})") from None
         return Acknowledgement.model_validate(record)
@@ -403,9 +391,7 @@ class ControlApi:
     @api.get(
         "/events/{event_id}/frame",
         response_class=Response,
-        responses={
-            200: {"content": {"image/jpeg": {}}, "description": "The frame the alarm opened on, region boxed."}
-        },
+        responses={200: {"content": {"image/jpeg": {}}, "description": "The frame the alarm opened on, region boxed."}},
     )
     async def alarm_frame(self, event_id: EventId, _: Viewer) -> Response:
         """The frame an event opened on (JPEG): its region boxed, the type, value, severity and cue written on it."""
@@ -515,9 +501,9 @@ class ControlApi:
         except UnknownCameraError:
             raise HTTPException(status_code=404, detail=f"no camera with id {body.camera_id!r}") from None
         except ValueError as exc:
-            raise HTTPException(status_code=400, detail=str(exc).splitlines()[-1]) from None
+            raise HTTPException(status_code=400, detail=reason_of(exc)) from None
         except TimeoutError as exc:
-            raise HTTPException(status_code=503, detail=str(exc).splitlines()[-1]) from None
+            raise HTTPException(status_code=503, detail=reason_of(exc)) from None
         await self._record(
             caller,
             "export",

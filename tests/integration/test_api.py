@@ -185,6 +185,17 @@ def test_bad_input_gets_4xx_with_the_reason_and_no_secret(api: Api) -> None:
     flat = {"image_points": [[0, 0]] * 4, "ground_points_m": [[0, 0]] * 4}
     degenerate = {"id": "cam-plain", "url": "/x.mp4", "district": "buk-gu", "calibration": flat}
     assert "homography" in _is_error(api.admin.put("/cameras/cam-plain", json=degenerate), 422)["detail"]
+    # Valid by the schema, refused by the rules the shard would build (the controller checks before it changes
+    # anything): a 5 px gauge, as a new camera and as an update.
+    short = {"name": "wall", "bottom": [10, 20], "top": [10, 15]}
+    stub = {"id": "cam-short", "url": "/x.mp4", "district": "buk-gu", "water_gauges": [short]}
+    detail = _is_error(api.admin.post("/cameras", json=stub), 422)["detail"]
+    assert detail == "camera 'cam-short': analytics not usable: gauge 'wall' is 5.0 px long; at least 10 px are needed"
+    _is_error(api.viewer.get("/cameras/cam-short/config"), 404)
+    before = api.viewer.get("/cameras/cam-plain/config").json()
+    update = {**stub, "id": "cam-plain"}
+    assert "at least 10 px" in _is_error(api.admin.put("/cameras/cam-plain", json=update), 422)["detail"]
+    assert api.viewer.get("/cameras/cam-plain/config").json() == before
     assert "since_ts" in _is_error(api.viewer.get("/events", params={"since_ts": 10, "until_ts": 5}), 400)["detail"]
     assert "events_page_max" in _is_error(api.viewer.get("/events", params={"limit": 9999}), 400)["detail"]
     _is_error(api.viewer.get("/events", params={"severity": "apocalyptic"}), 422)
