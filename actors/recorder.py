@@ -29,7 +29,6 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Literal
 
 import av
 
@@ -44,6 +43,7 @@ from storage.records import (
     AlarmFrameRecord,
     ClipSidecar,
     ExportRecord,
+    Requester,
     clip_object_key,
     export_object_key,
     frame_key_for,
@@ -88,7 +88,7 @@ class ExportOrder:
     camera_id: str
     start_ts: float
     end_ts: float
-    requester: Literal["112", "119", "internal"]
+    requester: Requester
     case_number: str
     reason: str
     requested_at: float

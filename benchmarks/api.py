@@ -40,6 +40,7 @@ from cluster.footage import prepare_stream  # noqa: E402
 from cluster.runtime import Runtime  # noqa: E402
 from configs.schema import AppConfig, CameraConfig, ClusterConfig, DetectorConfig, ZoneConfig  # noqa: E402
 from serve_apps.metrics_export import free_port  # noqa: E402
+from tests.support.wait import WaitTimeout, wait_for  # noqa: E402
 
 VTEST = REPO / ".cache" / "footage" / "vtest.avi"
 STREAMS = REPO / ".cache" / "streams"
@@ -110,15 +111,6 @@ async def _load(
     }
 
 
-def _wait(pred, timeout_s: float, interval_s: float = 1.0) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if value := pred():
-            return value
-        time.sleep(interval_s)
-    return pred()
-
-
 def run(args: argparse.Namespace) -> dict[str, Any]:
     if not VTEST.is_file():
         raise SystemExit(f"{VTEST} missing: run scripts/fetch_vtest.sh {VTEST.parent}")
@@ -163,10 +155,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         snap_ok = lambda: all(  # noqa: E731
             httpx.get(f"{url}/cameras/{cid}/snapshot", headers=h, timeout=30).status_code == 200 for cid in ids
         )
-        if not _wait(snap_ok, 120, 2.0):
-            raise SystemExit("cameras never gave a snapshot")
+        wait_for(snap_ok, 120, "a snapshot of every camera", interval_s=2.0)
         events = lambda: httpx.get(f"{url}/events", params={"since_s": 3600}, headers=h, timeout=30).json()  # noqa: E731
-        _wait(lambda: events()["total"] >= args.min_events, args.events_wait_s, 2.0)
+        try:
+            wait_for(lambda: events()["total"] >= args.min_events, args.events_wait_s, "events", interval_s=2.0)
+        except WaitTimeout as exc:  # measured with the events there are
+            print(f"fewer events than --min-events {args.min_events}: {exc}", flush=True)
         n_events = events()["total"]
         transitions = sum(e["transitions"] for e in events()["items"])
         print(f"{n_events} events ({transitions} transitions) held; measuring", flush=True)

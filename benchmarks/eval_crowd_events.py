@@ -47,7 +47,7 @@ if str(REPO) not in sys.path:  # run as a script: make the repository's packages
 from actors.analytics.events import EventPhase, EventTransition  # noqa: E402
 from actors.analytics.registry import build_rules  # noqa: E402
 from actors.analytics.zones import PERSON_LABEL  # noqa: E402
-from configs.analytics import CrowdDensityConfig, Lifecycle  # noqa: E402
+from configs.analytics import SEVERITY_RANK, CrowdDensityConfig, Lifecycle  # noqa: E402
 from configs.schema import CameraConfig, ZoneConfig  # noqa: E402
 from serve_apps.detector.onnx_runner import load_detector  # noqa: E402
 from serve_apps.detector.types import Detection  # noqa: E402
@@ -59,7 +59,6 @@ DEFAULT_CLIPS = REPO.parent / "shared" / "data" / "clips"
 DEFAULT_MODELS = REPO.parent / "shared" / "models"
 DEFAULT_VTEST = REPO / ".cache" / "footage" / VTEST_NAME
 LEVELS = ("caution", "warning", "severe")
-_RANK = {"info": 0, "caution": 1, "warning": 2, "severe": 3, "critical": 4}
 TARGET = 0.9
 STRICT_IOU = 0.3  # the stricter matching: predicted and true event must also share >= 30 % of their time
 # Detector variants: (model, input size); the first is what CPU profiles run crowd cameras on
@@ -163,7 +162,7 @@ def predicted_windows(transitions: Iterable[EventTransition], level: str | None 
     start: dict[str, float] = {}
     out: list[Window] = []
     for tr in transitions:
-        reached = level is None or _RANK[tr.severity] >= _RANK[level]
+        reached = level is None or SEVERITY_RANK[tr.severity] >= SEVERITY_RANK[level]
         if tr.phase is EventPhase.OPENED and reached:
             start[tr.event_id] = tr.started_at
         elif tr.phase is EventPhase.UPDATED and reached and tr.event_id not in start:

@@ -44,10 +44,9 @@ if str(REPO) not in sys.path:  # run as a script: make the repository's packages
 from actors.analytics.events import EventLifecycle, EventPhase, EventTransition  # noqa: E402
 from actors.analytics.water import WaterLevelRule, WaterReading  # noqa: E402
 from benchmarks.render_water import CACHE_DIR, SCENES, Scene, render_scene  # noqa: E402
-from configs.analytics import WaterGaugeConfig  # noqa: E402
+from configs.analytics import SEVERITY_RANK, WaterGaugeConfig  # noqa: E402
 
 MAE_TARGET_CM = 2.0
-_RANK = {"info": 0, "caution": 1, "warning": 2, "severe": 3, "critical": 4}
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,7 +83,7 @@ def intervals(transitions: list[EventTransition]) -> list[Interval]:
     for tr in transitions:
         if tr.phase is EventPhase.OPENED:
             opened[tr.event_id] = tr
-        if _RANK[tr.severity] > _RANK.get(peak.get(tr.event_id, "info"), 0):
+        if SEVERITY_RANK[tr.severity] > SEVERITY_RANK.get(peak.get(tr.event_id, "info"), 0):
             peak[tr.event_id] = tr.severity
         if tr.phase is EventPhase.CLOSED and tr.event_id in opened:
             o = opened.pop(tr.event_id)

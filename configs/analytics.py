@@ -7,12 +7,14 @@ validated at load like the rest of the configuration (see :mod:`configs.schema`)
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 Point = tuple[float, float]
 Severity = Literal["info", "caution", "warning", "severe", "critical"]
+SEVERITY_RANK: dict[str, int] = {s: i for i, s in enumerate(get_args(Severity))}
+"""Severities in rising order (info 0 .. critical 4): the one ranking the rules, the API and the benchmarks use."""
 
 
 class _Model(BaseModel):

@@ -23,6 +23,9 @@ CLIP_SUFFIX = ".mp4"
 SIDECAR_SUFFIX = ".json"
 FRAME_SUFFIX = ".jpg"
 
+Requester = Literal["112", "119", "internal"]
+"""Who may ask for an emergency export: 112 (police), 119 (fire/rescue) or the control centre itself."""
+
 _CAMERA_RE = re.compile(CAMERA_ID_PATTERN)
 _EVENT_RE = re.compile(EVENT_ID_PATTERN)
 
@@ -37,7 +40,7 @@ class ExportRecord(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    requester: Literal["112", "119", "internal"]
+    requester: Requester
     case_number: str = Field(min_length=1, max_length=128)
     reason: str = Field(default="", max_length=2000)
     requested_at: AwareDatetime

@@ -7,7 +7,7 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from configs.analytics import Lifecycle, Severity
+from configs.analytics import SEVERITY_RANK, Lifecycle, Severity
 
 Box = tuple[float, float, float, float]
 """``(x1, y1, x2, y2)`` in the pixels of the frame the rule saw."""
@@ -95,8 +95,6 @@ class EventLifecycle:
     Frames older than the last one seen are ignored (results can arrive out of order).
     """
 
-    _RANK: dict[str, int] = {"info": 0, "caution": 1, "warning": 2, "severe": 3, "critical": 4}
-
     def __init__(self, camera_id: str, event_type: str, zone: str | None, timing: Lifecycle, *, unit: str) -> None:
         self.camera_id = camera_id
         self.event_type = event_type
@@ -164,7 +162,7 @@ class EventLifecycle:
             self._peak, self._severity, self._threshold = value, severity, threshold
             out.append(self._emit(EventPhase.OPENED, ts, value, detail, box))
         elif self._state is _State.ACTIVE and on:
-            rises = self._RANK[severity] > self._RANK[self._severity]
+            rises = SEVERITY_RANK[severity] > SEVERITY_RANK[self._severity]
             if value > self._peak or rises:
                 self._peak = max(self._peak, value)
                 if rises:

@@ -11,15 +11,14 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict
-from typing import Any, Literal, get_args
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from configs.analytics import SEVERITY_RANK, Severity
 from storage.records import EVENT_ID_PATTERN
 
-Severity = Literal["info", "caution", "warning", "severe", "critical"]
 Phase = Literal["opened", "updated", "closed"]
-SEVERITY_ORDER: dict[str, int] = {s: i for i, s in enumerate(get_args(Severity))}
 
 
 class Acknowledgement(BaseModel):
@@ -101,7 +100,7 @@ def fold(
     for event_id, ns in by_id.items():
         ns.sort(key=lambda n: (n.transition.ts, n.received_ts))
         last = ns[-1].transition
-        severity = max((n.transition.severity for n in ns), key=lambda s: SEVERITY_ORDER.get(s, 0))
+        severity = max((n.transition.severity for n in ns), key=lambda s: SEVERITY_RANK.get(s, 0))
         ack = acks.get(event_id)
         out.append(
             EventRecord(

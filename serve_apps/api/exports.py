@@ -11,7 +11,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-Requester = Literal["112", "119", "internal"]
+from storage.records import Requester
+
 ExportState = Literal["pending", "recording", "uploading", "done", "failed"]
 
 #: Longest window a request may ask for when the API config does not say (ApiConfig.max_export_s).
