@@ -150,7 +150,7 @@ class DecoderShard:
 
         node_dir = settings.state_dir / "shards" / self.shard_id
         s3 = settings.s3
-        store = ClipStore(s3.endpoint, s3.access_key, s3.secret_key, s3.bucket, secure=s3.secure, region=s3.region)
+        store = ClipStore.for_access(s3)
         # Exports are evidence: the spool never evicts them and marks them (locked copy, legal hold) after upload.
         evidence = EvidenceStore(s3, settings.storage or StorageConfig(bucket=s3.bucket))
         self.spool = UploadSpool(

@@ -244,6 +244,7 @@ def _round(x: float | None) -> float | None:
 
 def _open_model_store(args: argparse.Namespace):
     """The registry of the configured store, or of the embedded store's data dir (started briefly)."""
+    from storage.access import S3Access
     from storage.embedded_s3 import EmbeddedS3
     from storage.model_store import ModelStore
 
@@ -251,17 +252,10 @@ def _open_model_store(args: argparse.Namespace):
     st = cfg.storage
     cache = cfg.state_dir / "model-cache"
     if st.endpoint is not None:
-        store = ModelStore(
-            st.endpoint, *_keys(st), st.models_bucket, secure=st.secure, region=st.region, cache_dir=cache
-        )
-        return store, lambda: None
+        registry = S3Access.from_config(st).with_bucket(st.models_bucket)
+        return ModelStore(registry, cache_dir=cache), lambda: None
     s3 = EmbeddedS3(cfg.state_dir / "s3").start()
-    store = ModelStore(s3.endpoint, s3.access_key, s3.secret_key, st.models_bucket, cache_dir=cache)
-    return store, s3.stop
-
-
-def _keys(st: object) -> tuple[str, str]:
-    return os.environ[st.access_key_env], os.environ[st.secret_key_env]  # type: ignore[attr-defined]
+    return ModelStore(s3.access(st.models_bucket), cache_dir=cache), s3.stop
 
 
 def _class_list(text: str) -> list[str]:
@@ -274,15 +268,13 @@ def _class_list(text: str) -> list[str]:
 
 def cmd_models(args: argparse.Namespace) -> int:
     from cluster.models import push_model
+    from storage.access import S3AccessError
     from storage.model_store import ModelRegistryError
 
     try:
         store, stop = _open_model_store(args)
-    except ConfigError as exc:
+    except (ConfigError, S3AccessError) as exc:
         print(exc, file=sys.stderr)
-        return 2
-    except KeyError as exc:
-        print(f"environment variable {exc.args[0]} is not set (S3 keys of storage.endpoint)", file=sys.stderr)
         return 2
     try:
         store.ensure_bucket()

@@ -81,9 +81,7 @@ class ControlStateStore:
     """Reads and writes :data:`STATE_KEY` in the clip bucket."""
 
     def __init__(self, s3: S3Access) -> None:
-        self._store = ClipStore(
-            s3.endpoint, s3.access_key, s3.secret_key, s3.bucket, secure=s3.secure, region=s3.region, retries=1
-        )
+        self._store = ClipStore.for_access(s3, retries=1)
 
     def load(self) -> ControlState | None:
         """The stored state, or None when there is none yet.

@@ -666,8 +666,7 @@ class CameraController:
             return record
 
     def _ack_store(self) -> ClipStore:
-        s3 = self._base.s3
-        return ClipStore(s3.endpoint, s3.access_key, s3.secret_key, s3.bucket, secure=s3.secure, region=s3.region)
+        return ClipStore.for_access(self._base.s3)
 
     def _load_acks(self) -> dict[str, dict[str, object]]:
         """The acknowledgements, read from the bucket once (callers hold ``_ack_lock``)."""
@@ -872,10 +871,7 @@ class CameraController:
 
     def _media_store(self) -> ClipStore:
         if self._export_store is None:
-            s3 = self._base.s3
-            self._export_store = ClipStore(
-                s3.endpoint, s3.access_key, s3.secret_key, s3.bucket, secure=s3.secure, region=s3.region
-            )
+            self._export_store = ClipStore.for_access(self._base.s3)
         return self._export_store
 
     def _ticket(self, requested_by: str, p: ExportProgress) -> ExportTicket:

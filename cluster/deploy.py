@@ -10,7 +10,6 @@ Both go through the same functions here, so the RayService path is the one the t
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -26,7 +25,7 @@ from configs.schema import AppConfig, DetectorConfig
 from serve_apps.api.app import build_api_app
 from serve_apps.api.auth import TokenSpecError, resolve_access
 from serve_apps.detector.deployment import build_detector_app
-from storage.access import S3Access
+from storage.access import S3Access, S3AccessError
 
 
 class DeployError(RuntimeError):
@@ -43,17 +42,14 @@ def external_s3(cfg: AppConfig, env: Mapping[str, str] = os.environ) -> S3Access
     if st.endpoint is None:
         raise DeployError("storage.endpoint is not set: a cluster deployment needs an external S3/MinIO endpoint")
     try:
-        access, secret = env[st.access_key_env], env[st.secret_key_env]
-    except KeyError as exc:
-        raise DeployError(
-            f"storage.endpoint is {st.endpoint!r} but environment variable {exc.args[0]} is not set"
-        ) from None
-    return S3Access(st.endpoint, access, secret, st.bucket, secure=st.secure, region=st.region)
+        return S3Access.from_config(st, env)
+    except S3AccessError as exc:
+        raise DeployError(str(exc)) from None
 
 
 def model_registry(cfg: AppConfig, s3: S3Access) -> S3Access:
     """The models bucket beside the clip bucket."""
-    return dataclasses.replace(s3, bucket=cfg.storage.models_bucket)
+    return s3.with_bucket(cfg.storage.models_bucket)
 
 
 def shard_settings(cfg: AppConfig, s3: S3Access, state_dir: Path) -> ShardSettings:

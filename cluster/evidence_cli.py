@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -52,7 +51,7 @@ def _parse_day(text: str) -> date:
 @contextmanager
 def _evidence_store(config: Path) -> Iterator[EvidenceStore]:
     """The configured store's :class:`~storage.evidence.EvidenceStore` (embedded one started if needed)."""
-    from storage.access import S3Access
+    from storage.access import S3Access, S3AccessError
     from storage.embedded_s3 import EmbeddedS3, EmbeddedS3Error
     from storage.evidence import EvidenceStore
 
@@ -63,17 +62,16 @@ def _evidence_store(config: Path) -> Iterator[EvidenceStore]:
     st = cfg.storage
     stop: Callable[[], None] = lambda: None  # noqa: E731
     if st.endpoint is not None:
-        keys = [os.environ.get(st.access_key_env), os.environ.get(st.secret_key_env)]
-        for var, value in zip((st.access_key_env, st.secret_key_env), keys, strict=True):
-            if not value:
-                raise _Usage(f"environment variable {var} is not set (S3 keys of storage.endpoint {st.endpoint})")
-        s3 = S3Access(st.endpoint, str(keys[0]), str(keys[1]), st.bucket, secure=st.secure, region=st.region)
+        try:
+            s3 = S3Access.from_config(st)
+        except S3AccessError as exc:
+            raise _Usage(str(exc)) from None
     else:
         try:
             embedded = EmbeddedS3(cfg.state_dir / "s3").start()
         except EmbeddedS3Error as exc:
             raise _Usage(f"cannot start the embedded S3 store of {cfg.state_dir / 's3'}: {exc}") from None
-        s3 = S3Access(embedded.endpoint, embedded.access_key, embedded.secret_key, st.bucket)
+        s3 = embedded.access(st.bucket)
         stop = embedded.stop
     try:
         yield EvidenceStore(s3, st)

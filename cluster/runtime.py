@@ -116,7 +116,7 @@ class Runtime:
         state.mkdir(parents=True, exist_ok=True)
 
         s3 = self._start_object_store(state)
-        self.store = ClipStore(s3.endpoint, s3.access_key, s3.secret_key, s3.bucket, secure=s3.secure, region=s3.region)
+        self.store = ClipStore.for_access(s3)
         self.store.ensure_bucket()
         self._clips_at_start = frozenset(self.store.list_clips("clips/"))
         self._push("clip inventory", self._take_clip_inventory)  # runs after shards drained, before S3 stops
@@ -194,7 +194,7 @@ class Runtime:
             s3 = EmbeddedS3(state / "s3")
             s3.start()
             self._push("embedded S3", s3.stop)
-            return S3Access(s3.endpoint, s3.access_key, s3.secret_key, st.bucket)
+            return s3.access(st.bucket)
         try:
             return external_s3(self.cfg)
         except DeployError as exc:
@@ -202,17 +202,8 @@ class Runtime:
 
     def _model_registry(self, s3: S3Access, state: Path) -> S3Access:
         """The ``models`` bucket beside the clips; seeded from models_dir with any version it lacks."""
-        bucket = self.cfg.storage.models_bucket
         registry = model_registry(self.cfg, s3)
-        store = ModelStore(
-            s3.endpoint,
-            s3.access_key,
-            s3.secret_key,
-            bucket,
-            secure=s3.secure,
-            region=s3.region,
-            cache_dir=state / "model-cache",
-        )
+        store = ModelStore(registry, cache_dir=state / "model-cache")
         store.ensure_bucket()
         for det in self.cfg.all_detectors():
             if det.model_version is not None:

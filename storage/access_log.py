@@ -95,14 +95,7 @@ class AccessLog:
     ) -> None:
         if retention_days < 1:
             raise ValueError(f"access log retention_days={retention_days} must be >= 1")
-        self.store = ClipStore(
-            s3.endpoint,
-            s3.access_key,
-            s3.secret_key,
-            bucket or default_evidence_bucket(s3.bucket),
-            secure=s3.secure,
-            region=s3.region,
-        )
+        self.store = ClipStore.for_access(s3, bucket=bucket or default_evidence_bucket(s3.bucket))
         self.retention_days = retention_days
         self.lock_mode = lock_mode
         self._ready = False

@@ -17,7 +17,7 @@ import io
 import logging
 import os
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -29,8 +29,8 @@ from minio.error import InvalidResponseError, S3Error, ServerError
 from pydantic import BaseModel, ConfigDict
 from urllib3.util import Retry, Timeout
 
-from configs.schema import StorageConfig
 from storage import metrics
+from storage.access import S3Access
 from storage.records import CLIP_SUFFIX, ClipSidecar, sidecar_key_for
 
 logger = logging.getLogger(__name__)
@@ -158,37 +158,33 @@ class ClipStore:
         return f"ClipStore(endpoint={self.endpoint!r}, bucket={self.bucket!r}, secure={self.secure})"
 
     @classmethod
-    def from_config(
+    def for_access(
         cls,
-        cfg: StorageConfig,
-        env: Mapping[str, str] = os.environ,
+        s3: S3Access,
         *,
-        endpoint: str | None = None,
+        bucket: str | None = None,
+        connect_timeout_s: float = 3.0,
+        read_timeout_s: float = 15.0,
+        retries: int = 2,
     ) -> ClipStore:
-        """Build from the ``storage`` section; keys come from the env vars it names.
+        """The store behind an :class:`~storage.access.S3Access` (the one way every layer builds one).
 
         Args:
-            cfg: the storage config.
-            env: where to read the key variables.
-            endpoint: overrides ``cfg.endpoint`` (e.g. an :class:`~storage.embedded_s3.EmbeddedS3`'s).
-
-        Raises:
-            ValueError: no endpoint, or a key variable unset/empty (the message names the variable,
-                never its value).
+            s3: endpoint and keys (from :meth:`S3Access.from_config` or an embedded server).
+            bucket: another bucket on the same endpoint (default ``s3.bucket``).
+            connect_timeout_s, read_timeout_s, retries: as for the constructor.
         """
-        ep = endpoint or cfg.endpoint
-        if not ep:
-            raise ValueError(
-                "storage.endpoint is not set and no endpoint was given (start an embedded S3 "
-                "server and pass its endpoint)"
-            )
-        keys: list[str] = []
-        for field, var in (("access_key_env", cfg.access_key_env), ("secret_key_env", cfg.secret_key_env)):
-            value = env.get(var)
-            if not value:
-                raise ValueError(f"environment variable {var} (storage.{field}) is unset or empty")
-            keys.append(value)
-        return cls(ep, keys[0], keys[1], cfg.bucket, secure=cfg.secure, region=cfg.region)
+        return cls(
+            s3.endpoint,
+            s3.access_key,
+            s3.secret_key,
+            bucket or s3.bucket,
+            secure=s3.secure,
+            region=s3.region,
+            connect_timeout_s=connect_timeout_s,
+            read_timeout_s=read_timeout_s,
+            retries=retries,
+        )
 
     @property
     def client(self) -> Minio:

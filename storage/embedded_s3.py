@@ -53,6 +53,8 @@ from minio import Minio
 from minio.error import InvalidResponseError, S3Error, ServerError
 from urllib3.util import Retry, Timeout
 
+from storage.access import S3Access
+
 logger = logging.getLogger(__name__)
 
 HOST = "127.0.0.1"
@@ -217,6 +219,10 @@ class EmbeddedS3:
     def endpoint(self) -> str:
         """``127.0.0.1:PORT`` of the S3 gateway."""
         return f"{HOST}:{self.ports.s3}"
+
+    def access(self, bucket: str) -> S3Access:
+        """Endpoint and this server's keys, for ``bucket`` (what stores and actors are given)."""
+        return S3Access(self.endpoint, self.access_key, self.secret_key, bucket)
 
     @property
     def running(self) -> bool:

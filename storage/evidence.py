@@ -118,10 +118,8 @@ class EvidenceStore:
     def __init__(self, s3: S3Access, cfg: StorageConfig, *, now: Callable[[], float] = time.time) -> None:
         self.cfg = cfg
         self.access = s3
-        self.clips = ClipStore(s3.endpoint, s3.access_key, s3.secret_key, s3.bucket, secure=s3.secure, region=s3.region)
-        self.locked = ClipStore(
-            s3.endpoint, s3.access_key, s3.secret_key, cfg.evidence_bucket_name, secure=s3.secure, region=s3.region
-        )
+        self.clips = ClipStore.for_access(s3)
+        self.locked = ClipStore.for_access(s3, bucket=cfg.evidence_bucket_name)
         self._now = now
         self._ready = False
         self._lock = threading.Lock()

@@ -42,6 +42,7 @@ from typing import BinaryIO, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from storage.access import S3Access
 from storage.clip_store import SHA256_META, ClipStore, StorageError, sha256_file
 
 logger = logging.getLogger(__name__)
@@ -53,7 +54,6 @@ MODEL_FILE_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 LATEST = "latest"
 """Reserved version word: ``name@latest`` resolves to the newest version; never stored."""
 MANIFEST_FILE_NAME = "manifest.json"
-DEFAULT_BUCKET = "models"
 
 ModelFormat = Literal["onnx", "torchscript"]
 _FORMAT_BY_SUFFIX: dict[str, ModelFormat] = {
@@ -202,40 +202,22 @@ class ModelStore:
     """Versioned model artifacts in one bucket of an S3 endpoint, with a local verified cache.
 
     Args:
-        endpoint: ``host:port`` (no scheme).
-        access_key: S3 access key.
-        secret_key: S3 secret key (kept only inside the minio client; never logged).
-        bucket: bucket name.
-        secure: use HTTPS.
-        region: S3 region; None lets the SDK ask the server.
+        s3: endpoint, keys and the registry's bucket (keys stay inside the minio client; never logged).
         cache_dir: where :meth:`fetch` keeps downloaded models (created on demand).
         connect_timeout_s, read_timeout_s, retries: as for :class:`~storage.clip_store.ClipStore`.
     """
 
     def __init__(
         self,
-        endpoint: str,
-        access_key: str,
-        secret_key: str,
-        bucket: str = DEFAULT_BUCKET,
+        s3: S3Access,
         *,
-        secure: bool = False,
-        region: str | None = None,
         cache_dir: Path,
         connect_timeout_s: float = 3.0,
         read_timeout_s: float = 15.0,
         retries: int = 2,
     ) -> None:
-        self._s3 = ClipStore(
-            endpoint,
-            access_key,
-            secret_key,
-            bucket,
-            secure=secure,
-            region=region,
-            connect_timeout_s=connect_timeout_s,
-            read_timeout_s=read_timeout_s,
-            retries=retries,
+        self._s3 = ClipStore.for_access(
+            s3, connect_timeout_s=connect_timeout_s, read_timeout_s=read_timeout_s, retries=retries
         )
         self.cache_dir = Path(cache_dir)
 

@@ -185,9 +185,7 @@ class ControlApi:
         self._access_log: AccessLog | None = None
         self._evidence: EvidenceStore | None = None
         if s3 is not None:
-            self._store = ClipStore(
-                s3.endpoint, s3.access_key, s3.secret_key, s3.bucket, secure=s3.secure, region=s3.region
-            )
+            self._store = ClipStore.for_access(s3)
             self._access_log = AccessLog.from_config(s3, self._storage_cfg)
             self._evidence = EvidenceStore(s3, self._storage_cfg)
 

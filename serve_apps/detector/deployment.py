@@ -122,15 +122,7 @@ def load_model(cfg: DetectorConfig, version: str | None, registry: S3Access | No
     else:
         if registry is None:
             raise ModelRegistryError(f"{cfg.model_name}@{version} asked for, but no model registry is configured")
-        store = ModelStore(
-            registry.endpoint,
-            registry.access_key,
-            registry.secret_key,
-            registry.bucket,
-            secure=registry.secure,
-            region=registry.region,
-            cache_dir=cache_dir,
-        )
+        store = ModelStore(registry, cache_dir=cache_dir)
         manifest, path = store.fetch(f"{cfg.model_name}@{version}")
         kw["expected_sha256"] = manifest.sha256
         kw["class_names"] = manifest.classes

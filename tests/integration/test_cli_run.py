@@ -177,5 +177,5 @@ def test_configured_s3_endpoint_is_used_and_nothing_embedded_starts(tmp_path: Pa
         assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
         assert f"http://{external.endpoint}" in proc.stdout
         assert "weed mini" not in proc.stderr and "stopped embedded S3" not in proc.stderr
-        store = ClipStore(external.endpoint, external.access_key, external.secret_key, "city-clips")
+        store = ClipStore.for_access(external.access("city-clips"))
         assert store.healthy()

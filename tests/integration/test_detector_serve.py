@@ -41,8 +41,8 @@ APP = "detector-yolox_nano"
 def registry(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> Iterator[tuple[S3Access, ModelStore]]:
     state = tmp_path_factory.mktemp("serve-det")
     with EmbeddedS3(state / "s3") as s3:
-        access = S3Access(s3.endpoint, s3.access_key, s3.secret_key, "models")
-        store = ModelStore(s3.endpoint, s3.access_key, s3.secret_key, "models", cache_dir=state / "cache")
+        access = s3.access("models")
+        store = ModelStore(access, cache_dir=state / "cache")
         store.ensure_bucket()
         yolox = models_dir / "yolox_nano" / "yolox_nano.onnx"
         push_model(store, yolox, name="yolox_nano", version="1")

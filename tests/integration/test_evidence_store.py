@@ -102,7 +102,7 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedS3]:
 
 @pytest.fixture(scope="module")
 def access(s3_server: EmbeddedS3) -> S3Access:
-    return S3Access(s3_server.endpoint, s3_server.access_key, s3_server.secret_key, "cctv-ev")
+    return s3_server.access("cctv-ev")
 
 
 @pytest.fixture(scope="module")
@@ -136,7 +136,7 @@ def test_store_stopped_during_an_upload_burst_every_clip_arrives_once(tmp_path: 
     spool: UploadSpool | None = None
     day = _d(0)
     try:
-        access = S3Access(first.endpoint, first.access_key, first.secret_key, "cctv-burst")
+        access = first.access("cctv-burst")
         ev = EvidenceStore(access, StorageConfig(bucket="cctv-burst"))
         ev.ensure_buckets()
         clip_store = ev.clips
@@ -463,7 +463,7 @@ def test_access_log_appends_locked_entries_and_answers_queries(
 
 
 def test_an_existing_bucket_without_object_lock_is_refused_for_evidence(s3_server: EmbeddedS3) -> None:
-    plain = ClipStore(s3_server.endpoint, s3_server.access_key, s3_server.secret_key, "cctv-plain")
+    plain = ClipStore.for_access(s3_server.access("cctv-plain"))
     plain.ensure_bucket()
     assert not plain.object_lock_enabled()
     with pytest.raises(RuntimeError, match=r"'cctv-plain'.*exists without object lock"):

@@ -53,7 +53,7 @@ def raw(s3_server: EmbeddedS3) -> Minio:
 
 
 def _store(s3_server: EmbeddedS3, cache_dir: Path) -> ModelStore:
-    return ModelStore(s3_server.endpoint, s3_server.access_key, s3_server.secret_key, cache_dir=cache_dir)
+    return ModelStore(s3_server.access("models"), cache_dir=cache_dir)
 
 
 @pytest.fixture(scope="module")

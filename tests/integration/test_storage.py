@@ -20,6 +20,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 from configs.schema import StorageConfig
+from storage.access import S3Access, S3AccessError
 from storage.clip_store import ClipStore, StorageError, StorageUnavailableError, sha256_file
 from storage.embedded_s3 import EmbeddedS3, EmbeddedS3Error, WeedPorts
 from storage.records import ClipSidecar, clip_object_key
@@ -81,7 +82,7 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedS3]:
 
 @pytest.fixture(scope="module")
 def store(s3_server: EmbeddedS3) -> ClipStore:
-    clip_store = ClipStore(s3_server.endpoint, s3_server.access_key, s3_server.secret_key, "cctv-test")
+    clip_store = ClipStore.for_access(s3_server.access("cctv-test"))
     clip_store.ensure_bucket()
     return clip_store
 
@@ -128,7 +129,7 @@ def test_missing_weed_binary_is_a_clear_error(tmp_path: Path) -> None:
 
 
 def test_bucket_creation_is_idempotent(s3_server: EmbeddedS3) -> None:
-    other = ClipStore(s3_server.endpoint, s3_server.access_key, s3_server.secret_key, "cctv-other")
+    other = ClipStore.for_access(s3_server.access("cctv-other"))
     assert not other.healthy()  # the probe is a bucket_exists: no bucket yet
     other.ensure_bucket()
     other.ensure_bucket()
@@ -219,14 +220,15 @@ def test_wrong_secret_key_is_a_clear_s3_error(s3_server: EmbeddedS3, store: Clip
 def test_from_config_reads_keys_from_the_named_env_vars(s3_server: EmbeddedS3) -> None:
     cfg = StorageConfig(bucket="cctv-test", access_key_env="T_AK", secret_key_env="T_SK")
     env = {"T_AK": s3_server.access_key, "T_SK": s3_server.secret_key}
-    clip_store = ClipStore.from_config(cfg, env, endpoint=s3_server.endpoint)
+    access = S3Access.from_config(cfg, env, endpoint=s3_server.endpoint)
+    clip_store = ClipStore.for_access(access)
     assert clip_store.healthy()
-    assert s3_server.secret_key not in repr(clip_store)
-    with pytest.raises(ValueError, match="T_SK") as info:
-        ClipStore.from_config(cfg, {"T_AK": s3_server.access_key}, endpoint=s3_server.endpoint)
+    assert s3_server.secret_key not in repr(clip_store) + repr(access)
+    with pytest.raises(S3AccessError, match="T_SK") as info:
+        S3Access.from_config(cfg, {"T_AK": s3_server.access_key}, endpoint=s3_server.endpoint)
     assert s3_server.access_key not in str(info.value)
-    with pytest.raises(ValueError, match="endpoint"):
-        ClipStore.from_config(cfg, env)
+    with pytest.raises(S3AccessError, match="endpoint"):
+        S3Access.from_config(cfg, env)
 
 
 # ---------------------------------------------------------------------------------------------- spool
@@ -239,7 +241,7 @@ def test_spool_keeps_clips_through_an_outage_and_delivers_each_once_in_order(tmp
     spool: UploadSpool | None = None
     second: EmbeddedS3 | None = None
     try:
-        clip_store = ClipStore(first.endpoint, first.access_key, first.secret_key, "cctv-outage")
+        clip_store = ClipStore.for_access(first.access("cctv-outage"))
         clip_store.ensure_bucket()
         first.stop()
         assert not clip_store.healthy()

@@ -39,3 +39,29 @@ def test_s3_keys_come_from_the_environment_and_are_required() -> None:
         external_s3(local, ENV)
     assert detector_for(cfg, cfg.detector.model_name) is cfg.detector
     assert detector_for(cfg, "yolox_nano_800").run_input_size == 800
+
+
+def test_every_entry_point_names_a_missing_s3_key_the_same_way(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Deploy, ``cctv models`` and ``cctv evidence`` read the keys through one function, one message."""
+    from cluster.cli import main
+    from storage.access import missing_key_message
+
+    config = tmp_path / "cctv.yaml"
+    config.write_text(
+        f"state_dir: {tmp_path / 'state'}\n"
+        "storage:\n  endpoint: 127.0.0.1:9\n  access_key_env: T_AK\n  secret_key_env: T_SK\n",
+        encoding="utf-8",
+    )
+    monkeypatch.setenv("T_AK", "the-access-key")
+    monkeypatch.delenv("T_SK", raising=False)
+    expected = missing_key_message("T_SK", "secret_key_env", "127.0.0.1:9")
+    with pytest.raises(DeployError) as info:
+        external_s3(load_config(config), {"T_AK": "the-access-key"})
+    assert str(info.value) == expected
+    for argv in (["models", "list", "--config", str(config)], ["evidence", "lifecycle", "--config", str(config)]):
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert expected in err, (argv, err)
+        assert "the-access-key" not in err
