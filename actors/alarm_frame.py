@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from actors.analytics.events import Box, EventTransition
+from contracts.events import Box, EventTransition
 
 SEVERITY_BGR = {
     "info": (200, 200, 200),

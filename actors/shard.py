@@ -25,17 +25,18 @@ from ray import serve
 
 from actors import metrics as m
 from actors.alarm_frame import AlarmFrame, AlarmFrames, render_alarm_frame
-from actors.analytics.events import EventPhase, EventTransition
 from actors.analytics.registry import build_camera_rules
 from actors.backpressure import DropQueue
 from actors.camera_state import CameraState, CameraStatus
 from actors.packets import EncodedPacket, PacketRing, StreamInfo
-from actors.recorder import ClipDone, ClipRecorder, ExportOrder, ExportProgress
+from actors.recorder import ClipDone, ClipRecorder
 from actors.stream import CameraStream, SampledFrame, StreamCounters
 from configs.schema import CameraConfig, ClusterConfig, DetectorConfig, IngestConfig, RecorderConfig, StorageConfig
+from contracts.detector import Detection, DetectRequest, DetectResult
+from contracts.events import EventNotice, EventPhase, EventTransition
+from contracts.exports import ExportOrder, ExportProgress
 from serve_apps.detector.deployment import DETECTOR_DEPLOYMENT
 from serve_apps.detector.preprocess import letterbox
-from serve_apps.detector.types import Detection, DetectRequest, DetectResult
 from serve_apps.metrics_export import export_metrics
 from storage.access import S3Access
 from storage.clip_store import ClipStore
@@ -86,14 +87,6 @@ class ShardStats:
     batch_sizes: dict[int, int]
     e2e_latency_ms: tuple[float, ...]
     metrics_address: str
-
-
-@dataclass(frozen=True, slots=True)
-class EventNotice:
-    """An event transition as kept by the shard for status/API queries."""
-
-    transition: EventTransition
-    received_ts: float
 
 
 class _Camera:
@@ -288,7 +281,7 @@ class DecoderShard:
         return buf.tobytes()
 
     def start_export(self, order: ExportOrder) -> ExportProgress:
-        """Begin an emergency export (see :meth:`ClipRecorder.start_export`).
+        """Begin an emergency export (see :meth:`~actors.export_recorder.ExportRecorder.start`).
 
         Raises:
             KeyError: this shard does not run the camera.
@@ -296,16 +289,16 @@ class DecoderShard:
         """
         if order.camera_id not in self._cams:
             raise KeyError(order.camera_id)
-        return self.recorder.start_export(order)
+        return self.recorder.exports.start(order)
 
     def export_progress(self, export_id: str) -> ExportProgress | None:
-        return self.recorder.export_progress(export_id)
+        return self.recorder.exports.progress(export_id)
 
     def _on_uploaded(self, sidecar: ClipSidecar) -> None:
         """Spool callback: an export is stored (and, being evidence, already marked by the spool)."""
         if sidecar.export is None:
             return
-        self.recorder.export_uploaded(sidecar.event_id)
+        self.recorder.exports.uploaded(sidecar.event_id)
 
     def incarnation(self) -> tuple[int, float]:
         """(pid, start time) of this actor process: changes only if Ray restarted the shard."""

@@ -62,10 +62,10 @@ from cluster.footage import prepare_stream, probe  # noqa: E402
 from cluster.rtsp_sim import RtspSimulator, system_ready  # noqa: E402
 from cluster.runtime import Runtime  # noqa: E402
 from configs.schema import AppConfig, CameraConfig, ClusterConfig, DetectorConfig, ZoneConfig  # noqa: E402
+from contracts.detector import Letterboxed  # noqa: E402
 from serve_apps.detector.deployment import load_model  # noqa: E402
 from serve_apps.detector.onnx_runner import DetectorBase  # noqa: E402
 from serve_apps.detector.preprocess import letterbox  # noqa: E402
-from serve_apps.detector.types import Letterboxed  # noqa: E402
 from serve_apps.metrics_export import TARGETS_ACTOR, free_port  # noqa: E402
 
 log = logging.getLogger("benchmarks.e2e")

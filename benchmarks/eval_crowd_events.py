@@ -44,13 +44,13 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:  # run as a script: make the repository's packages importable
     sys.path.insert(0, str(REPO))
 
-from actors.analytics.events import EventPhase, EventTransition  # noqa: E402
 from actors.analytics.registry import build_rules  # noqa: E402
 from actors.analytics.zones import PERSON_LABEL  # noqa: E402
 from configs.analytics import SEVERITY_RANK, CrowdDensityConfig, Lifecycle  # noqa: E402
 from configs.schema import CameraConfig, ZoneConfig  # noqa: E402
+from contracts.detector import Detection  # noqa: E402
+from contracts.events import EventPhase, EventTransition  # noqa: E402
 from serve_apps.detector.onnx_runner import load_detector  # noqa: E402
-from serve_apps.detector.types import Detection  # noqa: E402
 
 VTEST_NAME = "vtest.avi"
 DEFAULT_EVENTS = REPO / "tests" / "data" / "crowd_events.json"

@@ -41,9 +41,9 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:  # run as a script: make the repository's packages importable
     sys.path.insert(0, str(REPO))
 
-from actors.analytics.events import EventPhase  # noqa: E402
 from actors.analytics.fire import FireSmokeRule  # noqa: E402
 from configs.analytics import FireSmokeConfig  # noqa: E402
+from contracts.events import EventPhase  # noqa: E402
 
 SHARED_CLIPS = REPO.parent / "shared" / "data" / "clips"
 OPENCV_DOC = REPO / ".cache" / "footage" / "opencv-doc"

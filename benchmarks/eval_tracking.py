@@ -94,12 +94,12 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:  # run as a script: make the repository's packages importable
     sys.path.insert(0, str(REPO))
 
-from actors.analytics.events import EventPhase  # noqa: E402
 from actors.analytics.intrusion import IntrusionRule, LoiteringRule  # noqa: E402
 from actors.analytics.zones import points_in_polygon  # noqa: E402
 from configs.analytics import IntrusionConfig, Lifecycle, LoiteringConfig, ScheduleWindow  # noqa: E402
 from configs.schema import ZoneConfig  # noqa: E402
-from serve_apps.detector.types import Detection  # noqa: E402
+from contracts.detector import Detection  # noqa: E402
+from contracts.events import EventPhase  # noqa: E402
 
 WIDTH_PX, HEIGHT_PX = 1280, 720
 TIMEZONE = "Asia/Seoul"

@@ -41,10 +41,11 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:  # run as a script: make the repository's packages importable
     sys.path.insert(0, str(REPO))
 
-from actors.analytics.events import EventLifecycle, EventPhase, EventTransition  # noqa: E402
+from actors.analytics.events import EventLifecycle  # noqa: E402
 from actors.analytics.water import WaterLevelRule, WaterReading  # noqa: E402
 from benchmarks.render_water import CACHE_DIR, SCENES, Scene, render_scene  # noqa: E402
 from configs.analytics import SEVERITY_RANK, WaterGaugeConfig  # noqa: E402
+from contracts.events import EventPhase, EventTransition  # noqa: E402
 
 MAE_TARGET_CM = 2.0
 

@@ -83,6 +83,7 @@ from ray import serve  # noqa: E402
 from benchmarks.common import loadavg, write_result  # noqa: E402
 from benchmarks.cpu_accounting import CpuSnapshot, cores_between, cpu_snapshot  # noqa: E402
 from configs.schema import DetectorConfig  # noqa: E402
+from contracts.detector import DetectRequest, DetectResult, Letterboxed  # noqa: E402
 from serve_apps.detector.deployment import (  # noqa: E402
     DETECTOR_DEPLOYMENT,
     build_detector_app,
@@ -91,7 +92,6 @@ from serve_apps.detector.deployment import (  # noqa: E402
 )
 from serve_apps.detector.onnx_runner import DetectorBase  # noqa: E402
 from serve_apps.detector.preprocess import letterbox  # noqa: E402
-from serve_apps.detector.types import DetectRequest, DetectResult, Letterboxed  # noqa: E402
 from serve_apps.metrics_export import free_port  # noqa: E402
 
 log = logging.getLogger("benchmarks.inference")

@@ -30,18 +30,13 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
-import io
-import json
 import logging
-import re
 import threading
 import time
-import uuid
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 
 import ray
 from prometheus_client import CollectorRegistry, Counter, Gauge
@@ -49,8 +44,8 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from actors.analytics.registry import build_camera_rules
 from actors.camera_state import CameraState, CameraStatus
-from actors.recorder import ExportOrder, ExportPhase, ExportProgress
-from actors.shard import EventNotice, RemoteDecoderShard, ShardSettings, ShardStats
+from actors.shard import RemoteDecoderShard, ShardSettings, ShardStats
+from cluster.acknowledgements import AcknowledgementBook
 from cluster.control_state import (
     APPLIED_KEPT,
     AppliedChange,
@@ -61,23 +56,23 @@ from cluster.control_state import (
     inventory_sha256,
     merge_with_config,
 )
+from cluster.exports import MEDIA_POLICY, ExportDesk
+from cluster.shard_ref import ShardRef
 from cluster.sharding import camera_cost, moved, place
 from configs.schema import CameraConfig
-from serve_apps.api.errors import (
+from contracts.errors import (
     CameraAnalyticsError,
     DuplicateCameraError,
-    EventAlreadyAcknowledgedError,
-    ExportWindowError,
     RequestIdReusedError,
     UnknownCameraError,
     UnknownEventError,
-    UnknownExportError,
 )
-from serve_apps.api.exports import ExportRequest, ExportState, ExportTicket
+from contracts.events import Acknowledgement, EventNotice, EventView
+from contracts.exports import ExportRequest, ExportTicket
 from serve_apps.metrics_export import export_metrics
-from serve_apps.remote_call import TARGET_GONE, ActorCaller, CallPolicy, ControlPlaneUnavailableError, gather
+from serve_apps.remote_call import TARGET_GONE, CallPolicy, ControlPlaneUnavailableError, gather
 from storage.clip_store import ClipStore, StorageError
-from storage.records import CLIP_SUFFIX, EXPORT_PREFIX, clip_object_key, frame_key_for
+from storage.records import clip_object_key, frame_key_for
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +91,6 @@ def _check_analytics(cam: CameraConfig) -> None:
 
 
 CONTROLLER_NAME = "cctv-controller"
-ACK_PREFIX = "control/acks/"
 NODE_POLL_S = 5.0
 RECONCILE_INTERVAL_S = 1.0
 PING_TIMEOUT_S = 2.0
@@ -130,23 +124,6 @@ def count_nodes(nodes: Iterable[Mapping[str, object]]) -> dict[str, int]:
     return counts
 
 
-@dataclass(slots=True)
-class ShardRef:
-    """One shard actor as the controller sees it."""
-
-    shard_id: str
-    actor: ray.actor.ActorHandle
-    node_id: str | None = None
-    incarnation: tuple[int, float] | None = None
-    last_seen_ts: float = 0.0
-    live: bool = True
-
-    def caller(self, namespace: str) -> ActorCaller:
-        """Calls to this shard through the shared retry policy (its handle, never looked up again:
-        the controller itself tells a restarted shard from a new one by its incarnation)."""
-        return ActorCaller(f"cctv-{self.shard_id}", namespace, self.actor)
-
-
 @dataclass(frozen=True, slots=True)
 class Reassignment:
     """What one reconcile or change did (returned to callers and tests)."""
@@ -175,13 +152,19 @@ class CameraController:
         self._assignment: dict[str, str] = {}
         self._pending: dict[str, ShardRef] = {}  # created, not yet answering
         self._running: dict[str, str] = {}  # what the shards run, as far as the controller knows
-        self._exports: dict[str, _ExportEntry] = {}  # media: export id -> ticket (see the media section)
-        self._export_lock = threading.Lock()
-        self._export_store: ClipStore | None = None
+        self._media = ClipStore.for_access(base.s3)  # alarm frames, exports and acknowledgements in the clip bucket
+        self._export_desk = ExportDesk(
+            self._media,
+            namespace=base.namespace,
+            max_export_s=base.max_export_s,
+            url_expiry_s=base.export_url_expiry_s,
+            locate=self._export_shard,
+            shard=self._shard,
+            live_shards=self._live_shards,
+        )
         self._state_dirty = False
         self._applied: OrderedDict[str, AppliedChange] = OrderedDict()  # request id -> change (persisted)
-        self._acks: dict[str, dict[str, object]] | None = None  # event acknowledgements (API), loaded on first use
-        self._ack_lock = threading.Lock()
+        self._acks = AcknowledgementBook(self._media)  # event acknowledgements (API)
         self._stop = threading.Event()
         self._metrics_stop = self._stop
         self.metrics_address = export_metrics(
@@ -619,18 +602,14 @@ class CameraController:
     # Acknowledgements are kept in the bucket (control/acks/<event_id>.json), so a restarted
     # controller still knows them; the transitions themselves live in the shards' recent buffers.
 
-    def event_view(
-        self, since_ts: float = 0.0
-    ) -> tuple[list[EventNotice], dict[str, str], dict[str, dict[str, object]]]:
+    def event_view(self, since_ts: float = 0.0) -> EventView:
         """Transitions received since ``since_ts``, each camera's district, and every acknowledgement."""
-        notices = self.events(since_ts)
+        notices = tuple(self.events(since_ts))
         with self._lock:
             districts = {cid: cam.district for cid, cam in self._cameras.items()}
-        with self._ack_lock:
-            acks = dict(self._load_acks())
-        return notices, districts, acks
+        return EventView(notices=notices, districts=districts, acks=self._acks.all())
 
-    def acknowledge_event(self, event_id: str, operator: str, note: str, by: str) -> dict[str, object]:
+    def acknowledge_event(self, event_id: str, operator: str, note: str, by: str) -> Acknowledgement:
         """Record that ``operator`` (through the API caller ``by``) saw an event; returns the record.
 
         Raises:
@@ -641,55 +620,12 @@ class CameraController:
         """
         if not any(n.transition.event_id == event_id for n in self.events(0.0)):
             raise UnknownEventError(event_id)
-        with self._ack_lock:
-            acks = self._load_acks()
-            if event_id in acks:
-                first = acks[event_id]
-                if (first.get("operator"), first.get("note"), first.get("by")) == (operator, note, by):
-                    return first  # the same acknowledgement again (a retry): answered, not refused
-                raise EventAlreadyAcknowledgedError(
-                    f"event {event_id} was acknowledged by {first['operator']} at {first['ts']:.0f}"
-                )
-            record: dict[str, object] = {
-                "event_id": event_id,
-                "operator": operator,
-                "note": note,
-                "by": by,
-                "ts": time.time(),
-            }
-            data = json.dumps(record).encode()
-            key = f"{ACK_PREFIX}{event_id}.json"
-            store = self._ack_store()
-            with store.translate_errors("PUT", key):
-                store.client.put_object(store.bucket, key, io.BytesIO(data), len(data), content_type="application/json")
-            acks[event_id] = record
-            return record
-
-    def _ack_store(self) -> ClipStore:
-        return ClipStore.for_access(self._base.s3)
-
-    def _load_acks(self) -> dict[str, dict[str, object]]:
-        """The acknowledgements, read from the bucket once (callers hold ``_ack_lock``)."""
-        if self._acks is None:
-            store = self._ack_store()
-            acks: dict[str, dict[str, object]] = {}
-            for key in store.list_keys(ACK_PREFIX):
-                try:
-                    record = json.loads(store.get_bytes(key))
-                except (StorageError, ValueError) as exc:
-                    log.warning("acknowledgement %s unreadable: %s", key, exc)
-                    continue
-                acks[str(record.get("event_id"))] = record
-            self._acks = acks
-        return self._acks
+        return self._acks.acknowledge(event_id, operator, note, by)
 
     # -- media: snapshots and exports ---------------------------------------------------
     # Snapshots: the shard that runs a camera keeps a reference to its latest sampled frame and
-    # encodes the JPEG only when asked. Exports (112 police, 119 fire): the camera's shard records
-    # the window (the past part from its pre-roll ring, the future part live, ended on a keyframe),
-    # remuxes it and uploads it through its spool as evidence under exports/YYYY/MM/DD/<camera>/
-    # <export_id>.mp4; the controller keeps a ticket per export and asks the shard for progress.
-    # A ticket the controller no longer holds (it restarted) is found again in the bucket.
+    # encodes the JPEG only when asked. Exports (112 police, 119 fire) are the ExportDesk's
+    # (cluster/exports.py); the controller tells it where each camera runs.
 
     def alarm_frame(self, event_id: str) -> bytes | None:
         """The JPEG of the frame an event opened on, its region boxed; None while there is none (yet).
@@ -712,7 +648,7 @@ class CameraController:
         day = datetime.fromtimestamp(first.started_at, tz=UTC).date()
         key = frame_key_for(clip_object_key(first.camera_id, event_id, day))
         try:
-            return self._media_store().get_bytes(key)
+            return self._media.get_bytes(key)
         except StorageError as exc:
             if exc.code in ("NoSuchKey", "NoSuchObject"):
                 return None
@@ -741,127 +677,12 @@ class CameraController:
             return None
 
     def export_clip(self, req: ExportRequest, *, request_id: str | None = None) -> ExportTicket:
-        """Start an emergency export of ``req.camera_id`` over ``[req.start_ts, req.end_ts]``.
-
-        ``request_id`` makes a retry safe: the export id is derived from it, the shard starts an
-        export id once, so the same request twice (even across a controller restart) is one export.
-
-        Raises:
-            UnknownCameraError: no camera with that id.
-            ExportWindowError: the window is too long, ends too far ahead, lies wholly before the
-                buffered video, or the camera has no stream (a ``ValueError``: the request is at fault).
-            TimeoutError: the camera's shard did not answer.
-        """
-        now = time.time()
-        try:
-            req.check_max(self._base.max_export_s)
-        except ValueError as exc:
-            raise ExportWindowError(str(exc)) from None
-        if req.end_ts > now + self._base.max_export_s:
-            raise ExportWindowError(
-                f"end_ts is {req.end_ts - now:.0f}s ahead; an export may end at most "
-                f"{self._base.max_export_s:.0f}s ahead"
-            )
-        with self._lock:
-            if req.camera_id not in self._cameras:
-                raise UnknownCameraError(req.camera_id)
-            ref = self._media_shard(req.camera_id)
-        if ref is None:
-            raise ExportWindowError(f"camera {req.camera_id} runs on no shard right now (being placed); retry shortly")
-        export_id = new_export_id(req.start_ts, request_id)
-        with self._export_lock:
-            known = self._exports.get(export_id)
-        if known is not None:
-            return known.ticket
-        order = ExportOrder(
-            export_id=export_id,
-            camera_id=req.camera_id,
-            start_ts=req.start_ts,
-            end_ts=req.end_ts,
-            requester=req.requester,
-            case_number=req.case_number,
-            reason=req.reason,
-            requested_at=now,
-        )
-        try:
-            progress: ExportProgress = ref.caller(self._base.namespace).call(
-                "start_export", lambda a: a.start_export.remote(order), MEDIA_POLICY
-            )
-        except ExportWindowError as exc:
-            raise ExportWindowError(str(getattr(exc, "cause", exc))) from None
-        except KeyError:
-            raise ExportWindowError(f"camera {req.camera_id} is moving between shards; retry shortly") from None
-        except (*TARGET_GONE, ControlPlaneUnavailableError, ray.exceptions.GetTimeoutError) as exc:
-            raise TimeoutError(f"shard {ref.shard_id} of camera {req.camera_id} did not answer: {exc}") from None
-        by = _requested_by(req.requester, req.case_number)
-        entry = _ExportEntry(ref.shard_id, self._ticket(by, progress))
-        with self._export_lock:
-            self._exports[order.export_id] = entry
-            for old in [k for k, e in self._exports.items() if e.ticket.state in ("done", "failed")]:
-                if len(self._exports) <= EXPORTS_KEPT:
-                    break
-                del self._exports[old]  # still answered from the bucket (done) afterwards
-        log.info("export %s of camera %s for %s: %s", order.export_id, req.camera_id, by, entry.ticket.state)
-        return entry.ticket
+        """Start an emergency export (see :meth:`cluster.exports.ExportDesk.start`)."""
+        return self._export_desk.start(req, request_id=request_id)
 
     def export_status(self, export_id: str) -> ExportTicket:
-        """Where an export stands; once uploaded the ticket carries a presigned GET URL.
-
-        Raises:
-            UnknownExportError: no export with that id (neither held here nor stored).
-        """
-        with self._export_lock:
-            entry = self._exports.get(export_id)
-        if entry is None:
-            if export_day(export_id) is None:
-                raise UnknownExportError(export_id)
-            entry = self._find_export(export_id)
-            if entry is None:
-                return self._stored_export_ticket(export_id)
-        if entry.ticket.state == "failed":
-            return entry.ticket
-        if entry.ticket.state == "done" and entry.ticket.clip_key is not None:
-            try:  # signed afresh on each ask: an old URL may have expired
-                url = self._media_store().presigned_get(entry.ticket.clip_key, self._base.export_url_expiry_s)
-            except StorageError as exc:
-                return entry.ticket.model_copy(update={"url": None, "error": f"no URL could be signed: {exc}"})
-            return entry.ticket.model_copy(update={"url": url})
-        with self._lock:
-            ref = self._shards.get(entry.shard_id)
-        progress: ExportProgress | None = None
-        if ref is not None and ref.live:
-            try:
-                progress = ref.caller(self._base.namespace).call(
-                    "export_progress", lambda a: a.export_progress.remote(export_id), MEDIA_POLICY
-                )
-            except (ray.exceptions.GetTimeoutError, ControlPlaneUnavailableError):
-                return entry.ticket  # the last known state; asked again on the next poll
-            except TARGET_GONE:
-                progress = None
-        if progress is not None:
-            ticket = self._ticket(entry.ticket.requested_by, progress)
-        else:
-            try:  # the shard was lost or restarted: only an upload that finished survived it
-                ticket = self._stored_export_ticket(export_id)
-            except UnknownExportError:
-                ticket = entry.ticket.model_copy(
-                    update={"state": "failed", "error": f"shard {entry.shard_id} was lost while recording"}
-                )
-        entry.ticket = ticket
-        return ticket
-
-    def _find_export(self, export_id: str) -> _ExportEntry | None:
-        """An export this controller does not hold (it restarted) but a live shard still records or uploads."""
-        with self._lock:
-            refs = [r for r in self._shards.values() if r.live]
-        answers = gather({r.shard_id: r.actor.export_progress.remote(export_id) for r in refs}, MEDIA_CALL_TIMEOUT_S)
-        for shard_id, progress in answers.items():  # all shards at once
-            if isinstance(progress, ExportProgress):
-                by = _requested_by(progress.requester, progress.case_number)
-                entry = _ExportEntry(shard_id, self._ticket(by, progress))
-                with self._export_lock:
-                    return self._exports.setdefault(export_id, entry)
-        return None
+        """Where an export stands (see :meth:`cluster.exports.ExportDesk.status`)."""
+        return self._export_desk.status(export_id)
 
     def _media_shard(self, camera_id: str) -> ShardRef | None:
         """The live shard running a camera (caller holds ``_lock``)."""
@@ -869,49 +690,24 @@ class CameraController:
         ref = self._shards.get(sid) if sid is not None else None
         return ref if ref is not None and ref.live else None
 
-    def _media_store(self) -> ClipStore:
-        if self._export_store is None:
-            self._export_store = ClipStore.for_access(self._base.s3)
-        return self._export_store
+    def _export_shard(self, camera_id: str) -> ShardRef | None:
+        """The live shard an export of ``camera_id`` is recorded on; None while it is being placed.
 
-    def _ticket(self, requested_by: str, p: ExportProgress) -> ExportTicket:
-        state = _EXPORT_STATES[p.phase]
-        url = None
-        error = p.error
-        if state == "done" and p.object_key is not None:
-            try:
-                url = self._media_store().presigned_get(p.object_key, self._base.export_url_expiry_s)
-            except StorageError as exc:
-                error = f"stored, but no URL could be signed: {exc}"
-        return ExportTicket(
-            export_id=p.export_id,
-            state=state,
-            clip_key=p.object_key,
-            url=url,
-            error=error,
-            requested_by=requested_by,
-        )
+        Raises:
+            UnknownCameraError: no camera with that id.
+        """
+        with self._lock:
+            if camera_id not in self._cameras:
+                raise UnknownCameraError(camera_id)
+            return self._media_shard(camera_id)
 
-    def _stored_export_ticket(self, export_id: str) -> ExportTicket:
-        """The ticket of an export found in the bucket (its id names the day it is filed under)."""
-        day = export_day(export_id)
-        if day is None:
-            raise UnknownExportError(export_id)
-        store = self._media_store()
-        suffix = f"/{export_id}{CLIP_SUFFIX}"
-        keys = [k for k in store.list_keys(f"{EXPORT_PREFIX}{day:%Y/%m/%d}/") if k.endswith(suffix)]
-        if not keys:
-            raise UnknownExportError(export_id)
-        sidecar = store.get_sidecar(keys[0])
-        rec = sidecar.export
-        return ExportTicket(
-            export_id=export_id,
-            state="done",
-            clip_key=keys[0],
-            url=store.presigned_get(keys[0], self._base.export_url_expiry_s),
-            error=None,
-            requested_by=_requested_by(rec.requester, rec.case_number) if rec is not None else "unknown",
-        )
+    def _shard(self, shard_id: str) -> ShardRef | None:
+        with self._lock:
+            return self._shards.get(shard_id)
+
+    def _live_shards(self) -> list[ShardRef]:
+        with self._lock:
+            return [r for r in self._shards.values() if r.live]
 
     def stop(self, drain_timeout_s: float = 60.0) -> list[ShardStats]:
         """Stop every shard (each finishes its clips and drains its upload spool)."""
@@ -955,55 +751,6 @@ def _waiting_status(cam: CameraConfig, shard: str, now: float) -> CameraStatus:
         height=None,
         codec=None,
     )
-
-
-# -- media: snapshots and exports (helpers) ------------------------------------------------
-
-MEDIA_CALL_TIMEOUT_S = 10.0
-MEDIA_POLICY = CallPolicy(deadline_s=MEDIA_CALL_TIMEOUT_S, retry_died=False)
-EXPORTS_KEPT = 10_000  # tickets held in memory; older finished ones are found in the bucket
-_EXPORT_ID_RE = re.compile(r"^exp-(\d{8})-[0-9a-f]{12}$")
-_EXPORT_STATES: dict[ExportPhase, ExportState] = {
-    ExportPhase.RECORDING: "recording",
-    ExportPhase.WRITING: "uploading",
-    ExportPhase.UPLOADING: "uploading",
-    ExportPhase.DONE: "done",
-    ExportPhase.FAILED: "failed",
-}
-
-
-@dataclass(slots=True)
-class _ExportEntry:
-    """One export as the controller tracks it; ``ticket`` is the latest answer (final once done/failed)."""
-
-    shard_id: str
-    ticket: ExportTicket
-
-
-def new_export_id(start_ts: float, request_id: str | None = None) -> str:
-    """``exp-YYYYMMDD-<12 hex>``: names the (UTC) day of the window start it is filed under.
-
-    Random, or derived from ``request_id`` (the same request always gets the same export id).
-    """
-    day = f"{datetime.fromtimestamp(start_ts, tz=UTC):%Y%m%d}"
-    if request_id is None:
-        return f"exp-{day}-{uuid.uuid4().hex[:12]}"
-    return f"exp-{day}-{hashlib.sha256(request_id.encode()).hexdigest()[:12]}"
-
-
-def export_day(export_id: str) -> date | None:
-    """The day an export id is filed under, None if it is not an export id."""
-    m = _EXPORT_ID_RE.match(export_id)
-    if m is None:
-        return None
-    try:
-        return datetime.strptime(m.group(1), "%Y%m%d").date()
-    except ValueError:
-        return None
-
-
-def _requested_by(requester: str, case_number: str) -> str:
-    return f"{requester} case {case_number}"
 
 
 # Restarted by Ray as often as it dies (-1): the control plane is a singleton with nothing to fall

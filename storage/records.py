@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import re
 from datetime import date
-from typing import Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 from configs.schema import CAMERA_ID_PATTERN
+from contracts.exports import Requester
 
 EVENT_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
 """Event ids become one path segment of an object key: no slashes, no leading dot."""
@@ -22,9 +22,6 @@ EXPORT_PREFIX = "exports/"
 CLIP_SUFFIX = ".mp4"
 SIDECAR_SUFFIX = ".json"
 FRAME_SUFFIX = ".jpg"
-
-Requester = Literal["112", "119", "internal"]
-"""Who may ask for an emergency export: 112 (police), 119 (fire/rescue) or the control centre itself."""
 
 _CAMERA_RE = re.compile(CAMERA_ID_PATTERN)
 _EVENT_RE = re.compile(EVENT_ID_PATTERN)

@@ -7,11 +7,12 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from actors.analytics.events import Box, EventLifecycle, EventTransition, polygon_box, union_box
+from actors.analytics.events import EventLifecycle, polygon_box, union_box
 from actors.analytics.zones import PERSON_LABEL, GroundPlane, in_zone
 from configs.analytics import CrowdDensityConfig, Lifecycle, Severity
 from configs.schema import ZoneConfig
-from serve_apps.detector.types import Detection
+from contracts.detector import Detection
+from contracts.events import Box, EventTransition
 
 LEVELS: tuple[Severity, Severity, Severity] = ("caution", "warning", "severe")
 

@@ -5,12 +5,9 @@ from __future__ import annotations
 import enum
 import uuid
 from collections.abc import Iterable
-from dataclasses import dataclass
 
 from configs.analytics import SEVERITY_RANK, Lifecycle, Severity
-
-Box = tuple[float, float, float, float]
-"""``(x1, y1, x2, y2)`` in the pixels of the frame the rule saw."""
+from contracts.events import Box, EventPhase, EventTransition
 
 
 def union_box(boxes: Iterable[Box]) -> Box | None:
@@ -26,55 +23,6 @@ def polygon_box(points: Iterable[tuple[float, float]]) -> Box:
     pts = list(points)
     xs, ys = [p[0] for p in pts], [p[1] for p in pts]
     return (min(xs), min(ys), max(xs), max(ys))
-
-
-class EventPhase(enum.StrEnum):
-    """Where an event is in its life: opened once, updated on a new peak or level, closed once."""
-
-    OPENED = "opened"
-    UPDATED = "updated"
-    CLOSED = "closed"
-
-
-@dataclass(frozen=True, slots=True)
-class EventTransition:
-    """One step of an event's life (what the recorder, the API and the metrics consume).
-
-    Attributes:
-        event_id: Stable id of the event across its transitions.
-        camera_id: Camera the event belongs to.
-        event_type: Rule name: ``crowd``, ``intrusion``, ``loitering``, ``water_level``, ``fire``, ``smoke``.
-        zone: Zone (or gauge) name, when the rule is zoned.
-        phase: Opened, updated or closed.
-        severity: ``info`` .. ``critical``; may rise (an update) while the event is open.
-        started_at: Capture time (epoch s) of the first frame where the condition held.
-        ended_at: Capture time of the last frame where it held (set when closed).
-        value: The measured value in the frame that caused this transition.
-        peak_value: Highest value so far in the event.
-        unit: Unit of ``value``: ``people``, ``people/m2``, ``cm``, ``score``, ``s``.
-        threshold: The threshold that opened the event.
-        ts: Capture time of the frame that caused this transition.
-        detail: Free text for operators: the cue that fired (e.g. "flickering flame over 1.20% of the view",
-            the track id of an intruder).
-        box: Where in the frame the condition holds, in frame pixels (the flame region, the intruder, the
-            people counted in the zone); None when the rule cannot say. The alarm frame is drawn with it.
-    """
-
-    event_id: str
-    camera_id: str
-    event_type: str
-    zone: str | None
-    phase: EventPhase
-    severity: Severity
-    started_at: float
-    ended_at: float | None
-    value: float
-    peak_value: float
-    unit: str
-    threshold: float
-    ts: float
-    detail: str = ""
-    box: Box | None = None
 
 
 class _State(enum.Enum):

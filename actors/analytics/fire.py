@@ -58,10 +58,11 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from actors.analytics.events import Box, EventLifecycle, EventTransition
+from actors.analytics.events import EventLifecycle
 from actors.analytics.zones import points_in_polygon
 from configs.analytics import FireSmokeConfig, LearnedFireSmokeConfig
-from serve_apps.detector.types import Detection
+from contracts.detector import Detection
+from contracts.events import Box, EventTransition
 
 Point = tuple[float, float]
 

@@ -31,13 +31,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from actors.analytics.events import EventLifecycle, EventTransition, union_box
+from actors.analytics.events import EventLifecycle, union_box
 from actors.analytics.schedule import Schedule
 from actors.analytics.tracker import IouTracker, Track
 from actors.analytics.zones import points_in_polygon
 from configs.analytics import IntrusionConfig, LoiteringConfig
 from configs.schema import ZoneConfig
-from serve_apps.detector.types import Detection
+from contracts.detector import Detection
+from contracts.events import EventTransition
 
 CONFIRMED_IN_ZONE = 2
 """In-zone detections in a row after which a missed track still counts as in the zone."""

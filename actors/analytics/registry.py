@@ -15,13 +15,13 @@ from typing import NamedTuple, Protocol
 import numpy as np
 
 from actors.analytics.crowd import CrowdDensityRule, CrowdRule
-from actors.analytics.events import EventTransition
 from actors.analytics.fire import FireSmokeRule
 from actors.analytics.intrusion import IntrusionRule, LoiteringRule
 from actors.analytics.water import WaterLevelRule
 from actors.analytics.zones import GroundPlane
 from configs.schema import CameraConfig
-from serve_apps.detector.types import Detection
+from contracts.detector import Detection
+from contracts.events import EventTransition
 
 
 class DetectionRule(Protocol):

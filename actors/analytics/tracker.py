@@ -33,9 +33,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from serve_apps.detector.types import Detection
-
-Box = tuple[float, float, float, float]
+from contracts.detector import Detection
+from contracts.events import Box
 
 
 @dataclass(frozen=True, slots=True)

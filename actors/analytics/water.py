@@ -48,8 +48,9 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from actors.analytics.events import EventLifecycle, EventTransition, polygon_box
+from actors.analytics.events import EventLifecycle, polygon_box
 from configs.analytics import Severity, WaterGaugeConfig
+from contracts.events import EventTransition
 
 # Readings below this confidence are not used for the level and cannot open an event.
 MIN_CONFIDENCE = 0.35

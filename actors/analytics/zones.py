@@ -7,7 +7,7 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 
 from configs.analytics import GroundCalibration
-from serve_apps.detector.types import Detection
+from contracts.detector import Detection
 
 PERSON_LABEL = "person"
 

@@ -61,9 +61,9 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from contracts.detector import Detection
 from serve_apps.detector.preprocess import letterbox
 from serve_apps.detector.torch_runner import TorchDetector, load_torch_detector, postprocess_torch
-from serve_apps.detector.types import Detection
 
 try:  # PyAV is not installed on a bare GPU node unless its wheel is carried
     import av

@@ -49,12 +49,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from cluster.provenance import provenance
+from contracts.detector import Detection
 from serve_apps.detector.onnx_runner import load_detector, model_path, sha256_hex
 from serve_apps.detector.onnx_to_torch import op_types
 from serve_apps.detector.postprocess import anchor_grid
 from serve_apps.detector.preprocess import letterbox
 from serve_apps.detector.torch_runner import TorchDetector, load_torch_detector, strict_fp32
-from serve_apps.detector.types import Detection
 
 RESULT_NAME = "torch_detector_check"
 

@@ -27,12 +27,10 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
 
+from configs.analytics import Severity
 from configs.loader import redact_url
 from configs.schema import CAMERA_ID_PATTERN, ApiConfig, CameraConfig, StorageConfig
-from serve_apps.api import auth
-from serve_apps.api.auth import Admin, Caller, Operator, TokenTable, Viewer
-from serve_apps.api.error_shape import ERROR_RESPONSES, GuardMiddleware, install_error_handlers
-from serve_apps.api.errors import (
+from contracts.errors import (
     CameraAnalyticsError,
     DuplicateCameraError,
     EventAlreadyAcknowledgedError,
@@ -41,11 +39,14 @@ from serve_apps.api.errors import (
     UnknownEventError,
     reason_of,
 )
+from contracts.events import Acknowledgement, EventView
+from contracts.exports import ExportRequest, ExportTicket
+from serve_apps.api import auth
+from serve_apps.api.auth import Admin, Caller, Operator, TokenTable, Viewer
+from serve_apps.api.error_shape import ERROR_RESPONSES, GuardMiddleware, install_error_handlers
 from serve_apps.api.events import (
-    Acknowledgement,
     AckRequest,
     EventPage,
-    Severity,
     fold,
     matches,
     page,
@@ -53,7 +54,6 @@ from serve_apps.api.events import (
     sse_frame,
     transition_dict,
 )
-from serve_apps.api.exports import ExportRequest, ExportTicket
 from serve_apps.metrics_export import TARGETS_ACTOR, file_sd
 from serve_apps.remote_call import ActorCaller, ActorNotFoundError, CallPolicy, ControlPlaneUnavailableError, Invoke
 from storage.access import S3Access
@@ -357,9 +357,9 @@ class ControlApi:
         if limit > self._cfg.events_page_max:
             cap = self._cfg.events_page_max
             raise HTTPException(status_code=400, detail=f"limit is above api.events_page_max={cap}")
-        notices, districts, acks = await self._read("event_view", lambda c: c.event_view.remote(0.0))
+        view: EventView = await self._read("event_view", lambda c: c.event_view.remote(0.0))
         chosen = select(
-            fold(notices, districts, acks),
+            fold(view),
             since_ts=since,
             until_ts=until,
             camera_id=camera_id,
@@ -374,7 +374,7 @@ class ControlApi:
     async def acknowledge(self, event_id: EventId, body: AckRequest, caller: Operator) -> Acknowledgement:
         """Record that an operator saw the event (once; 409 if already acknowledged)."""
         try:
-            record = await self._write(
+            ack: Acknowledgement = await self._write(
                 "acknowledge_event",
                 lambda c: c.acknowledge_event.remote(event_id, body.operator, body.note, caller.name),
             )
@@ -384,7 +384,7 @@ class ControlApi:
             raise HTTPException(status_code=409, detail=reason_of(exc)) from None
         except StorageError as exc:
             raise HTTPException(status_code=503, detail=f"the acknowledgement could not be stored ({exc})") from None
-        return Acknowledgement.model_validate(record)
+        return ack
 
     @api.get(
         "/events/{event_id}/frame",
@@ -453,12 +453,13 @@ class ControlApi:
             if await request.is_disconnected():
                 return
             try:
-                notices, districts, _ = await self._read("event_view", lambda c, at=cursor: c.event_view.remote(at))
+                view: EventView = await self._read("event_view", lambda c, at=cursor: c.event_view.remote(at))
             except (HTTPException, ray.exceptions.RayError, ControlPlaneUnavailableError) as exc:  # in-band: started
                 why = exc.detail if isinstance(exc, HTTPException) else f"control plane: {type(exc).__name__}"
                 yield sse_frame({"status": 503, "detail": why}, event="error")
                 return
-            for n in notices:
+            districts = view.districts
+            for n in view.notices:
                 t = transition_dict(n)
                 key = (t["event_id"], t["phase"], t["ts"], t["received_ts"])
                 if key in seen or t["received_ts"] < cursor:

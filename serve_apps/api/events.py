@@ -16,20 +16,10 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from configs.analytics import SEVERITY_RANK, Severity
+from contracts.events import Acknowledgement, EventNotice, EventView
 from storage.records import EVENT_ID_PATTERN
 
 Phase = Literal["opened", "updated", "closed"]
-
-
-class Acknowledgement(BaseModel):
-    """Who acknowledged an event, when, and their note."""
-
-    model_config = ConfigDict(extra="ignore")
-
-    operator: str
-    note: str
-    by: str = Field(description="The API caller (token name) that sent the acknowledgement.")
-    ts: float
 
 
 class AckRequest(BaseModel):
@@ -89,19 +79,17 @@ def transition_dict(notice: Any) -> dict[str, Any]:
     return {**t, "received_ts": notice.received_ts}
 
 
-def fold(
-    notices: Iterable[Any], districts: Mapping[str, str], acks: Mapping[str, Mapping[str, Any]]
-) -> list[EventRecord]:
-    """One :class:`EventRecord` per event id from its transitions (any order, any subset)."""
-    by_id: dict[str, list[Any]] = {}
-    for n in notices:
+def fold(view: EventView) -> list[EventRecord]:
+    """One :class:`EventRecord` per event id from the view's transitions (any order, any subset)."""
+    districts, acks = view.districts, view.acks
+    by_id: dict[str, list[EventNotice]] = {}
+    for n in view.notices:
         by_id.setdefault(n.transition.event_id, []).append(n)
     out: list[EventRecord] = []
     for event_id, ns in by_id.items():
         ns.sort(key=lambda n: (n.transition.ts, n.received_ts))
         last = ns[-1].transition
         severity = max((n.transition.severity for n in ns), key=lambda s: SEVERITY_RANK.get(s, 0))
-        ack = acks.get(event_id)
         out.append(
             EventRecord(
                 event_id=event_id,
@@ -122,7 +110,7 @@ def fold(
                 updated_ts=last.ts,
                 received_ts=ns[-1].received_ts,
                 transitions=len(ns),
-                acknowledged=Acknowledgement.model_validate(ack) if ack else None,
+                acknowledged=acks.get(event_id),
             )
         )
     return out

@@ -42,11 +42,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from configs.schema import DetectorConfig
+from contracts.detector import Detection, DetectRequest, DetectResult
 from serve_apps.detector.backends import detector_from_file, make_detector
 from serve_apps.detector.coalescer import ForwardCoalescer, PassInfo
 from serve_apps.detector.onnx_runner import DetectorBase, ModelLoadError
 from serve_apps.detector.preprocess import letterbox
-from serve_apps.detector.types import Detection, DetectRequest, DetectResult
 from serve_apps.metrics_export import export_metrics
 from storage.access import S3Access
 from storage.model_store import ModelRegistryError, ModelStore

@@ -22,10 +22,10 @@ from google.protobuf.message import DecodeError
 from onnx import numpy_helper
 from onnxruntime.capi import onnxruntime_pybind11_state as ort_errors
 
+from contracts.detector import Detection, Letterboxed
 from serve_apps.detector.coco import COCO_CLASSES, PERSON_CLASSES
 from serve_apps.detector.postprocess import postprocess, unletterbox
 from serve_apps.detector.preprocess import letterbox, to_batch
-from serve_apps.detector.types import Detection, Letterboxed
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from serve_apps.detector.types import Detection, Letterboxed
+from contracts.detector import Detection, Letterboxed
 
 YOLOX_STRIDES: tuple[int, ...] = (8, 16, 32)
 

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
-from serve_apps.detector.types import Letterboxed
+from contracts.detector import Letterboxed
 
 
 def letterbox(frame: np.ndarray, size: int, pad_value: int = 114) -> Letterboxed:

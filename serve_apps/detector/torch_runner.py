@@ -24,10 +24,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from contracts.detector import Detection
 from serve_apps.detector.onnx_runner import DetectorBase, model_path
 from serve_apps.detector.onnx_to_torch import OnnxGraphModule
 from serve_apps.detector.postprocess import YOLOX_STRIDES, anchor_grid, batched_nms
-from serve_apps.detector.types import Detection
 
 Images = np.ndarray | Sequence[np.ndarray] | torch.Tensor
 

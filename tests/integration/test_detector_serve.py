@@ -25,9 +25,9 @@ from ray import serve
 
 from cluster.models import push_model
 from configs.schema import DetectorConfig
+from contracts.detector import DetectRequest, DetectResult
 from serve_apps.detector.deployment import DETECTOR_DEPLOYMENT, build_detector_app, detector_route
 from serve_apps.detector.preprocess import letterbox
-from serve_apps.detector.types import DetectRequest, DetectResult
 from serve_apps.metrics_export import free_port
 from storage.access import S3Access
 from storage.embedded_s3 import EmbeddedS3

@@ -26,8 +26,8 @@ from actors.camera_state import CameraState
 from cluster.footage import prepare_stream
 from cluster.runtime import Runtime
 from configs.schema import AppConfig, CameraConfig, ClusterConfig, DetectorConfig, default_evidence_bucket
-from serve_apps.api.errors import ExportWindowError, UnknownCameraError
-from serve_apps.api.exports import ExportRequest, ExportTicket
+from contracts.errors import ExportWindowError, UnknownCameraError
+from contracts.exports import ExportRequest, ExportTicket
 from serve_apps.metrics_export import free_port
 from storage.records import ClipSidecar
 from tests.support.wait import wait_for

@@ -25,7 +25,7 @@ from cluster.control_state import STATE_KEY, ControlState
 from cluster.footage import prepare_stream
 from cluster.runtime import Runtime
 from configs.schema import AppConfig, CameraConfig, ClusterConfig, DetectorConfig
-from serve_apps.api.errors import DuplicateCameraError, RequestIdReusedError
+from contracts.errors import DuplicateCameraError, RequestIdReusedError
 from serve_apps.metrics_export import free_port
 from tests.support.api import admin_client
 from tests.support.wait import wait_for

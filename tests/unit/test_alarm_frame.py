@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from actors.alarm_frame import SEVERITY_BGR, AlarmFrames, caption, draw_alarm, render_alarm_frame
-from actors.analytics.events import EventPhase, EventTransition
+from contracts.events import EventPhase, EventTransition
 from tests.conftest import CACHE_DIR
 
 

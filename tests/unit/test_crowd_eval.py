@@ -15,7 +15,7 @@ from benchmarks.eval_crowd_events import (
     score_events,
     score_frames,
 )
-from serve_apps.detector.types import Detection
+from contracts.detector import Detection
 
 
 def _persons(n: int) -> list[Detection]:

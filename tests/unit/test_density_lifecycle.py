@@ -5,11 +5,12 @@ from __future__ import annotations
 import pytest
 
 from actors.analytics.crowd import CrowdDensityRule
-from actors.analytics.events import EventLifecycle, EventPhase
+from actors.analytics.events import EventLifecycle
 from actors.analytics.zones import GroundPlane, homography
 from configs.analytics import CrowdDensityConfig, GroundCalibration, Lifecycle
 from configs.schema import ZoneConfig
-from serve_apps.detector.types import Detection
+from contracts.detector import Detection
+from contracts.events import EventPhase
 
 # A 10 m x 10 m square of ground seen in perspective: far edge narrower (y=100), near edge wide (y=500).
 CAL = GroundCalibration(

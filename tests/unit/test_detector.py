@@ -15,6 +15,7 @@ import onnxruntime as ort
 import pytest
 
 from cluster.footage import read_frame
+from contracts.detector import Detection, DetectRequest, DetectResult, Letterboxed
 from serve_apps.detector.onnx_runner import (
     ModelLoadError,
     OnnxDetector,
@@ -23,7 +24,6 @@ from serve_apps.detector.onnx_runner import (
 )
 from serve_apps.detector.postprocess import anchor_grid, batched_nms, decode_boxes, postprocess, unletterbox
 from serve_apps.detector.preprocess import letterbox, to_batch
-from serve_apps.detector.types import Detection, DetectRequest, DetectResult, Letterboxed
 
 MODEL_NAMES = ("yolox_nano", "person_lwpd")
 

@@ -16,16 +16,12 @@ import av
 import numpy as np
 import pytest
 
+from actors.export_recorder import cut_window, ends_window
 from actors.packets import EncodedPacket, PacketRing, StreamInfo
-from actors.recorder import (
-    ClipRecorder,
-    ExportOrder,
-    ExportPhase,
-    ExportWindowError,
-    cut_window,
-    ends_window,
-)
+from actors.recorder import ClipRecorder
 from configs.schema import RecorderConfig
+from contracts.errors import ExportWindowError
+from contracts.exports import ExportOrder, ExportPhase
 from storage.clip_store import ClipStore
 from storage.records import ClipSidecar
 from storage.spool import SIDECAR_NAME, UploadSpool
@@ -141,24 +137,24 @@ def order(start: float, end: float, export_id: str = "exp-20270115-0123456789ab"
 def wait_phase(rec: ClipRecorder, export_id: str, phase: ExportPhase, timeout_s: float = 10.0):
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        p = rec.export_progress(export_id)
+        p = rec.exports.progress(export_id)
         if p is not None and p.phase is phase:
             return p
         time.sleep(0.05)
-    raise AssertionError(rec.export_progress(export_id))
+    raise AssertionError(rec.exports.progress(export_id))
 
 
 def test_manual_recording_past_from_ring_future_live(recorder_env) -> None:
     rec, ring, spool, live = recorder_env
     feed(rec, ring, live[:50])  # "now" is T0 + 4.9; the ring holds T0 + 2 .. 4.9
     o = order(T0 + 2.5, T0 + 7.5)
-    p = rec.start_export(o, now=T0 + 5)
+    p = rec.exports.start(o, now=T0 + 5)
     assert p.phase is ExportPhase.RECORDING and p.covered_start == T0 + 2.0 and not p.start_clipped
-    assert rec.start_export(o, now=T0 + 5) == p  # idempotent
+    assert rec.exports.start(o, now=T0 + 5) == p  # idempotent
     rec.on_packet("cam-1", live[49])  # the camera thread's hook for a packet the ring already gave
-    assert rec.export_progress(o.export_id).covered_end == pytest.approx(T0 + 5.0)  # type: ignore[union-attr]
+    assert rec.exports.progress(o.export_id).covered_end == pytest.approx(T0 + 5.0)  # type: ignore[union-attr]
     feed(rec, ring, live[50:70])
-    mid = rec.export_progress(o.export_id)
+    mid = rec.exports.progress(o.export_id)
     assert mid is not None and mid.phase is ExportPhase.RECORDING
     assert mid.covered_end == pytest.approx(T0 + 7.0)  # still arriving
     feed(rec, ring, live[70:90])  # the keyframe at T0 + 8 closes it
@@ -175,27 +171,27 @@ def test_manual_recording_past_from_ring_future_live(recorder_env) -> None:
     assert json.loads((item / SIDECAR_NAME).read_text())["export"]["reason"] == "assault reported"
     with av.open(str(item / "clip.mp4")) as c:
         assert sum(1 for _ in c.decode(video=0)) == 60
-    rec.export_uploaded(o.export_id)
-    assert rec.export_progress(o.export_id).phase is ExportPhase.DONE  # type: ignore[union-attr]
+    rec.exports.uploaded(o.export_id)
+    assert rec.exports.progress(o.export_id).phase is ExportPhase.DONE  # type: ignore[union-attr]
 
 
 def test_window_older_than_ring_is_clipped_or_refused(recorder_env) -> None:
     rec, ring, _spool, live = recorder_env
     feed(rec, ring, live[:100])  # ring holds T0 + 7 .. 9.9
-    clipped = rec.start_export(order(T0 + 1.0, T0 + 8.5, "exp-20270115-aaaaaaaaaaaa"), now=T0 + 10)
+    clipped = rec.exports.start(order(T0 + 1.0, T0 + 8.5, "exp-20270115-aaaaaaaaaaaa"), now=T0 + 10)
     assert clipped.start_clipped and clipped.covered_start == T0 + 7.0
     done = wait_phase(rec, "exp-20270115-aaaaaaaaaaaa", ExportPhase.UPLOADING)  # complete from the ring alone
     assert done.start_clipped and done.duration_s == pytest.approx(2.0)
     with pytest.raises(ExportWindowError, match="before the oldest buffered"):
-        rec.start_export(order(T0 + 1.0, T0 + 3.0, "exp-20270115-bbbbbbbbbbbb"), now=T0 + 10)
+        rec.exports.start(order(T0 + 1.0, T0 + 3.0, "exp-20270115-bbbbbbbbbbbb"), now=T0 + 10)
 
 
 def test_stalled_camera_finishes_export_after_grace_with_end_clipped(recorder_env) -> None:
     rec, ring, _spool, live = recorder_env
     feed(rec, ring, live[:30])
     o = order(T0 + 1.0, T0 + 6.0, "exp-20270115-cccccccccccc")
-    rec.start_export(o, now=T0 + 3)
-    assert rec.expire_exports(now=T0 + 6.0 + rec.export_grace_s - 1) == 0
-    assert rec.expire_exports(now=T0 + 6.0 + rec.export_grace_s) == 1
+    rec.exports.start(o, now=T0 + 3)
+    assert rec.exports.expire(now=T0 + 6.0 + rec.exports.export_grace_s - 1) == 0
+    assert rec.exports.expire(now=T0 + 6.0 + rec.exports.export_grace_s) == 1
     p = wait_phase(rec, o.export_id, ExportPhase.UPLOADING)
     assert p.end_clipped and p.covered_end == pytest.approx(T0 + 3.0)

@@ -9,9 +9,9 @@ import cv2
 import numpy as np
 import pytest
 
-from actors.analytics.events import EventPhase, EventTransition
 from actors.analytics.fire import FireSmokeRule, FireSmokeScorer, FireSmokeScores, FireSmokeTuning
 from configs.analytics import FireSmokeConfig, Lifecycle
+from contracts.events import EventPhase, EventTransition
 
 pytestmark = pytest.mark.unit
 

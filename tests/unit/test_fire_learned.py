@@ -9,13 +9,14 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from actors.analytics.events import EventLifecycle, EventPhase, EventTransition
+from actors.analytics.events import EventLifecycle
 from actors.analytics.fire import FireSmokeRule, FireSmokeScorer, learned_scores
 from actors.analytics.registry import build_camera_rules, build_frame_rules, build_rules
 from cluster.models import fire_smoke_model_problems
 from configs.analytics import FireSmokeConfig, LearnedFireSmokeConfig, Lifecycle
 from configs.schema import AppConfig, CameraConfig
-from serve_apps.detector.types import Detection
+from contracts.detector import Detection
+from contracts.events import EventPhase, EventTransition
 from storage.model_store import ModelManifest
 from tests.unit.test_fire import fire_frame, textured_background, with_sensor_noise
 

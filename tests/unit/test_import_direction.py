@@ -13,7 +13,7 @@ import pytest
 
 from tests.conftest import ROOT
 
-LAYERS = ("cluster", "actors", "serve_apps", "storage", "configs")
+LAYERS = ("cluster", "actors", "serve_apps", "storage", "contracts", "configs")
 """Top to bottom: each may import those after it, never those before it."""
 
 
@@ -62,7 +62,7 @@ def test_every_layer_has_modules_to_check() -> None:
         ("serve_apps", "from actors.analytics.registry import build_camera_rules\n", True),
         ("storage", "def f():\n    import cluster.runtime\n", True),
         ("storage", "from . import records\nfrom configs.schema import StorageConfig\n", False),
-        ("actors", "from serve_apps.detector.types import Detection\nimport numpy\n", False),
+        ("actors", "from contracts.detector import Detection\nimport numpy\n", False),
         ("configs", "from ..storage import records\n", True),
     ],
 )

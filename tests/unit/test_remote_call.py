@@ -15,8 +15,8 @@ from fastapi.testclient import TestClient
 from ray.exceptions import ActorDiedError, ActorUnavailableError, GetTimeoutError, RayTaskError
 
 from cluster.cameras_cli import send
+from contracts.errors import UnknownCameraError
 from serve_apps.api.error_shape import install_error_handlers
-from serve_apps.api.errors import UnknownCameraError
 from serve_apps.remote_call import (
     ActorNotFoundError,
     CallPolicy,

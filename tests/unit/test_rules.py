@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 from actors.analytics.crowd import CrowdRule, people_in_zone
-from actors.analytics.events import EventPhase
 from actors.analytics.zones import count_people_in_zone, points_in_polygon
 from configs.schema import ZoneConfig
-from serve_apps.detector.types import Detection
+from contracts.detector import Detection
+from contracts.events import EventPhase
 
 SQUARE = [(0.0, 0.0), (100.0, 0.0), (100.0, 100.0), (0.0, 100.0)]
 

@@ -25,13 +25,13 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 
 from cluster.footage import read_frame
+from contracts.detector import Detection
 from serve_apps.detector.backends import BACKENDS, make_detector
 from serve_apps.detector.onnx_runner import ModelLoadError, OnnxDetector, load_detector
 from serve_apps.detector.onnx_to_torch import SUPPORTED_OPS, OnnxGraphModule, UnsupportedOnnxOp, op_types
 from serve_apps.detector.postprocess import anchor_grid, postprocess
 from serve_apps.detector.preprocess import letterbox, to_batch
 from serve_apps.detector.torch_runner import TorchDetector, load_torch_detector, postprocess_torch
-from serve_apps.detector.types import Detection
 
 ROOT = Path(__file__).resolve().parents[2]
 GPU_CHECK_SCRIPT = ROOT / "benchmarks" / "gpu" / "torch_detector_check.py"

@@ -7,13 +7,13 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from actors.analytics.events import EventPhase, EventTransition
 from actors.analytics.intrusion import IntrusionRule, LoiteringRule
 from actors.analytics.schedule import Schedule
 from actors.analytics.tracker import IouTracker, Track
 from configs.analytics import IntrusionConfig, Lifecycle, LoiteringConfig, ScheduleWindow
 from configs.schema import ZoneConfig
-from serve_apps.detector.types import Detection
+from contracts.detector import Detection
+from contracts.events import EventPhase, EventTransition
 
 pytestmark = pytest.mark.unit
 

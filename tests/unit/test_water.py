@@ -8,10 +8,10 @@ import math
 import numpy as np
 import pytest
 
-from actors.analytics.events import EventPhase, EventTransition
 from actors.analytics.water import HOLD_S, MIN_CONFIDENCE, WaterLevelEstimator, WaterLevelRule
 from benchmarks.render_water import SCENES, Scene, render_frame
 from configs.analytics import Lifecycle
+from contracts.events import EventPhase, EventTransition
 
 pytestmark = pytest.mark.unit
 
