@@ -10,7 +10,7 @@ from collections.abc import Iterable, Mapping
 
 from prometheus_client import Counter, Gauge, Histogram
 
-from actors.camera_state import CameraState, CameraStatus
+from contracts.cameras import CameraState, CameraStatus
 
 LATENCY_BUCKETS_S = (0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
 STAGE_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, *LATENCY_BUCKETS_S[1:])

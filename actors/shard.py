@@ -27,11 +27,11 @@ from actors import metrics as m
 from actors.alarm_frame import AlarmFrame, AlarmFrames, render_alarm_frame
 from actors.analytics.registry import build_camera_rules
 from actors.backpressure import DropQueue
-from actors.camera_state import CameraState, CameraStatus
 from actors.packets import EncodedPacket, PacketRing, StreamInfo
 from actors.recorder import ClipDone, ClipRecorder
 from actors.stream import CameraStream, SampledFrame, StreamCounters
 from configs.schema import CameraConfig, ClusterConfig, DetectorConfig, IngestConfig, RecorderConfig, StorageConfig
+from contracts.cameras import CameraState, CameraStatus
 from contracts.detector import Detection, DetectRequest, DetectResult
 from contracts.events import EventNotice, EventPhase, EventTransition
 from contracts.exports import ExportOrder, ExportProgress

@@ -20,12 +20,14 @@ from urllib.parse import urlsplit
 import av
 import numpy as np
 
-from actors.camera_state import CameraState, CameraStatus, StateMachine
+from actors.camera_state import StateMachine
 from actors.decoder import open_decoder
+from actors.frame_sampler import FrameSampler
 from actors.motion import MotionGate
 from actors.packets import EncodedPacket, PacketRing, StreamInfo
 from configs.loader import redact_url
 from configs.schema import CameraConfig, IngestConfig
+from contracts.cameras import CameraState, CameraStatus
 
 log = logging.getLogger(__name__)
 
@@ -131,10 +133,11 @@ class CameraStream:
         self._paced = self._file if realtime is None else realtime
         self.gate = MotionGate(cfg.motion_threshold, cfg.motion_max_skip_s) if cfg.motion_gate else None
         self.decoder_backend = "cpu"
+        self.decoder_note = "not opened yet"  # why this decoder (e.g. NVDEC asked for but unavailable)
         self._safe_url = redact_url(cfg.url)
         # Timestamps keep rising across loops and reconnects so clips stay monotonic.
         self._ts_offset_s = 0.0
-        self._next_sample_t = 0.0
+        self._sampler = FrameSampler(cfg.analytics_fps)  # persists across loops and reconnects, as the offset
 
     # -- life cycle -------------------------------------------------------------------
 
@@ -175,6 +178,7 @@ class CameraStream:
             frames_static=self.gate.skipped if self.gate is not None else 0,
             decode_errors=self.counters.decode_errors,
             decoder=self.decoder_backend,
+            decoder_note=self.decoder_note,
             frames_dropped=self.frames_dropped,
             detections_received=self.detections_received,
             reconnects=self.counters.reconnects,
@@ -251,7 +255,9 @@ class CameraStream:
             stream = container.streams.video[0]
             self._set_info(StreamInfo.from_av_stream(stream))
             decoder = open_decoder(stream, self.ingest.decoder, keyframe_only=self.cfg.decode_mode == "keyframe")
-            self.decoder_backend = decoder.backend
+            self.decoder_backend, self.decoder_note = decoder.backend, decoder.note
+            if self.ingest.decoder != "cpu" and decoder.backend == "cpu":
+                log.warning("camera %s: %s", self.cfg.id, decoder.note)
             return self._pump(container, stream, decoder.codec_context)
         finally:
             container.close()
@@ -288,7 +294,6 @@ class CameraStream:
         if tb is None:
             raise ValueError("video stream has no time base")
         tb_s = float(tb)  # float, not Fraction, on the per-packet path
-        interval_s = 1.0 / self.cfg.analytics_fps
         start_wall = time.time()
         first_t: float | None = None
         first_ticks = 0
@@ -359,9 +364,8 @@ class CameraStream:
                     if frame.pts is None
                     else self._ts_offset_s + (frame.pts - first_ticks) * tb_s
                 )
-                if self.cfg.decode_mode != "all" and frame_t + 1e-3 < self._next_sample_t:
+                if not self._sampler.take(frame_t) and self.cfg.decode_mode != "all":
                     continue
-                self._next_sample_t = max(self._next_sample_t + interval_s, frame_t + interval_s * 0.5)
                 c.frames_sampled += 1
                 self._frame_seq += 1
                 t_conv = time.thread_time()

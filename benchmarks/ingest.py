@@ -43,6 +43,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:  # run as a script: make the repository's packages importable
     sys.path.insert(0, str(REPO))
 
+from actors.frame_sampler import FrameSampler  # noqa: E402
 from actors.packets import PacketRing  # noqa: E402
 from actors.stream import CameraStream, SampledFrame  # noqa: E402
 from benchmarks.common import CpuSample, cpu_timer, loadavg, median, pinned_to_one_cpu, write_result  # noqa: E402
@@ -132,20 +133,6 @@ class Counts:
     packets: int = 0
 
 
-class _Sampler:
-    """The 1-fps rule of :meth:`CameraStream._pump`, so the raw loops convert the same frames."""
-
-    def __init__(self, fps: float) -> None:
-        self.interval_s = 1.0 / fps
-        self.next_t = 0.0
-
-    def take(self, t: float) -> bool:
-        if t + 1e-3 < self.next_t:
-            return False
-        self.next_t = max(self.next_t + self.interval_s, t + self.interval_s * 0.5)
-        return True
-
-
 # -- raw PyAV loops --------------------------------------------------------------------------
 
 
@@ -172,7 +159,7 @@ def raw_decode_bgr(clip: Clip, passes: int) -> Counts:
 def raw_decode_sampled_bgr(clip: Clip, passes: int) -> Counts:
     c = Counts()
     for _ in range(passes):
-        sampler = _Sampler(ANALYTICS_FPS)
+        sampler = FrameSampler(ANALYTICS_FPS)
         with av.open(str(clip.path)) as container:
             for frame in container.decode(container.streams.video[0]):
                 c.decoded += 1
@@ -185,7 +172,7 @@ def raw_decode_sampled_bgr(clip: Clip, passes: int) -> Counts:
 def _raw_keyframe(clip: Clip, passes: int, *, bgr: bool) -> Counts:
     c = Counts()
     for _ in range(passes):
-        sampler = _Sampler(ANALYTICS_FPS)
+        sampler = FrameSampler(ANALYTICS_FPS)
         with av.open(str(clip.path)) as container:
             video = container.streams.video[0]
             codec = video.codec_context

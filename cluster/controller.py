@@ -43,7 +43,6 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from actors.analytics.registry import build_camera_rules
-from actors.camera_state import CameraState, CameraStatus
 from actors.shard import RemoteDecoderShard, ShardSettings, ShardStats
 from cluster.acknowledgements import AcknowledgementBook
 from cluster.control_state import (
@@ -60,6 +59,7 @@ from cluster.exports import MEDIA_POLICY, ExportDesk
 from cluster.shard_ref import ShardRef
 from cluster.sharding import camera_cost, moved, place
 from configs.schema import CameraConfig
+from contracts.cameras import CameraState, CameraStatus
 from contracts.errors import (
     CameraAnalyticsError,
     DuplicateCameraError,

@@ -18,7 +18,6 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import asdict
 from typing import Annotated, Any
 
 import ray
@@ -30,6 +29,7 @@ from ray import serve
 from configs.analytics import Severity
 from configs.loader import redact_url
 from configs.schema import CAMERA_ID_PATTERN, ApiConfig, CameraConfig, StorageConfig
+from contracts.cameras import CameraStatus
 from contracts.errors import (
     CameraAnalyticsError,
     DuplicateCameraError,
@@ -104,6 +104,33 @@ class TransferRequest(BaseModel):
     district: str = Field(min_length=1, max_length=64)
 
 
+class CameraPlacement(BaseModel):
+    """A camera's configuration as the API shows it (URL password redacted) and the shard that runs it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    camera: CameraConfig
+    shard: str | None = Field(description="The shard the camera runs on; None while it is being placed.")
+
+
+class CameraTransferred(BaseModel):
+    """Answer of ``POST /cameras/{id}/transfer``: the camera's configuration with its new district."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    camera: CameraConfig
+
+
+class EvidenceMarked(BaseModel):
+    """Answer of ``POST /clips/evidence``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    clip_key: str
+    case_number: str
+    marked: bool
+
+
 class ClipUrl(BaseModel):
     """A presigned GET URL for one clip (the view is in the access log)."""
 
@@ -125,9 +152,9 @@ class EvidenceRequest(BaseModel):
     retain_days: int | None = Field(default=None, ge=1, le=36500)
 
 
-def _public(cam: CameraConfig) -> dict[str, Any]:
+def _public(cam: CameraConfig) -> CameraConfig:
     """A camera's configuration as the API shows it (URL password redacted)."""
-    return {**cam.model_dump(mode="json"), "url": redact_url(cam.url)}
+    return cam.model_copy(update={"url": redact_url(cam.url)})
 
 
 def request_id(
@@ -241,26 +268,27 @@ class ControlApi:
     # -- cameras ----------------------------------------------------------------------------
 
     @api.get("/cameras")
-    async def cameras(self, _: Viewer) -> list[dict[str, Any]]:
+    async def cameras(self, _: Viewer) -> list[CameraStatus]:
         """Every camera with its state, shard and the reason for its state."""
-        return [asdict(s) for s in await self._read("status", lambda c: c.status.remote())]
+        return await self._read("status", lambda c: c.status.remote())
 
     @api.get("/cameras/{camera_id}")
-    async def camera(self, camera_id: CameraId, _: Viewer) -> dict[str, Any]:
+    async def camera(self, camera_id: CameraId, _: Viewer) -> CameraStatus:
+        """One camera's state, shard and the reason for its state."""
         for s in await self._read("status", lambda c: c.status.remote()):
             if s.camera_id == camera_id:
-                return asdict(s)
+                return s
         raise HTTPException(status_code=404, detail=f"no camera with id {camera_id!r}")
 
     @api.get("/cameras/{camera_id}/config")
-    async def camera_config(self, camera_id: CameraId, _: Viewer) -> dict[str, Any]:
+    async def camera_config(self, camera_id: CameraId, _: Viewer) -> CameraPlacement:
         """The camera's configuration (URL password redacted) and the shard that runs it."""
         try:
             cam = await self._read("camera", lambda c: c.camera.remote(camera_id))
         except UnknownCameraError:
             raise HTTPException(status_code=404, detail=f"no camera with id {camera_id!r}") from None
         shard = (await self._read("assignment", lambda c: c.assignment.remote())).get(camera_id)
-        return {"camera": _public(cam), "shard": shard}
+        return CameraPlacement(camera=_public(cam), shard=shard)
 
     @api.get(
         "/cameras/{camera_id}/snapshot",
@@ -278,7 +306,7 @@ class ControlApi:
         return Response(content=jpeg, media_type="image/jpeg", headers={"Cache-Control": "no-store"})
 
     @api.post("/cameras", status_code=201)
-    async def add_camera(self, camera: CameraConfig, caller: Admin, rid: RequestId) -> dict[str, Any]:
+    async def add_camera(self, camera: CameraConfig, caller: Admin, rid: RequestId) -> CameraPlacement:
         """Add a camera; it starts streaming on the shard the controller picks. 409 if the id exists."""
         req = _scoped(caller, rid)
         try:
@@ -289,12 +317,12 @@ class ControlApi:
             raise HTTPException(status_code=409, detail=f"camera {camera.id!r} already exists") from None
         except CameraAnalyticsError as exc:
             raise HTTPException(status_code=422, detail=reason_of(exc)) from None
-        return {"camera": _public(camera), "shard": placed.get(camera.id)}
+        return CameraPlacement(camera=_public(camera), shard=placed.get(camera.id))
 
     @api.put("/cameras/{camera_id}")
     async def update_camera(
         self, camera_id: CameraId, camera: CameraConfig, caller: Admin, rid: RequestId
-    ) -> dict[str, Any]:
+    ) -> CameraPlacement:
         """Replace a camera's configuration; only that camera restarts."""
         if camera.id != camera_id:
             raise HTTPException(status_code=400, detail=f"body id {camera.id!r} differs from the path's {camera_id!r}")
@@ -305,7 +333,7 @@ class ControlApi:
             raise HTTPException(status_code=404, detail=f"no camera with id {camera_id!r}") from None
         except CameraAnalyticsError as exc:
             raise HTTPException(status_code=422, detail=reason_of(exc)) from None
-        return {"camera": _public(camera), "shard": shard}
+        return CameraPlacement(camera=_public(camera), shard=shard)
 
     @api.delete("/cameras/{camera_id}", status_code=204, response_class=Response)
     async def remove_camera(self, camera_id: CameraId, caller: Admin, rid: RequestId) -> Response:
@@ -318,7 +346,7 @@ class ControlApi:
     @api.post("/cameras/{camera_id}/transfer")
     async def transfer_camera(
         self, camera_id: CameraId, body: TransferRequest, caller: Admin, rid: RequestId
-    ) -> dict[str, Any]:
+    ) -> CameraTransferred:
         """Move a camera to another district (it keeps its shard; its labels change)."""
         req = _scoped(caller, rid)
         try:
@@ -327,7 +355,7 @@ class ControlApi:
             )
         except UnknownCameraError:
             raise HTTPException(status_code=404, detail=f"no camera with id {camera_id!r}") from None
-        return {"camera": _public(cam)}
+        return CameraTransferred(camera=_public(cam))
 
     # -- events -----------------------------------------------------------------------------
 
@@ -556,7 +584,7 @@ class ControlApi:
         return ClipUrl(clip_key=key, url=await self._presign(key), expires_s=self._cfg.export_url_expiry_s)
 
     @api.post("/clips/evidence")
-    async def mark_evidence(self, body: EvidenceRequest, caller: Operator) -> dict[str, Any]:
+    async def mark_evidence(self, body: EvidenceRequest, caller: Operator) -> EvidenceMarked:
         """Keep a clip as evidence for a case (retention hold); logged in the access log."""
         evidence = self._evidence
         if evidence is None:
@@ -575,7 +603,7 @@ class ControlApi:
         except StorageError as exc:
             raise HTTPException(status_code=503, detail=f"the object store did not answer ({exc})") from None
         await self._record(caller, "mark_evidence", body.clip_key, reason=body.reason, case_number=body.case_number)
-        return {"clip_key": body.clip_key, "case_number": body.case_number, "marked": True}
+        return EvidenceMarked(clip_key=body.clip_key, case_number=body.case_number, marked=True)
 
     @api.get("/access-log")
     async def access_log(

@@ -22,10 +22,10 @@ import pytest
 import ray
 from pydantic import ValidationError
 
-from actors.camera_state import CameraState
 from cluster.footage import prepare_stream
 from cluster.runtime import Runtime
 from configs.schema import AppConfig, CameraConfig, ClusterConfig, DetectorConfig, default_evidence_bucket
+from contracts.cameras import CameraState
 from contracts.errors import ExportWindowError, UnknownCameraError
 from contracts.exports import ExportRequest, ExportTicket
 from serve_apps.metrics_export import free_port

@@ -18,11 +18,11 @@ import pytest
 import ray
 from prometheus_client.parser import text_string_to_metric_families
 
-from actors.camera_state import CameraState, CameraStatus
 from cluster.footage import prepare_stream
 from cluster.rtsp_sim import RtspSimulator, system_ready
 from cluster.runtime import Runtime
 from configs.schema import AppConfig, CameraConfig, ClusterConfig, DetectorConfig, IngestConfig
+from contracts.cameras import CameraState, CameraStatus
 from serve_apps.metrics_export import free_port
 from tests.conftest import CACHE_DIR
 from tests.support.api import bearer

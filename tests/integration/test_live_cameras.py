@@ -20,11 +20,11 @@ import httpx
 import pytest
 import ray
 
-from actors.camera_state import CameraState
 from cluster.control_state import STATE_KEY, ControlState
 from cluster.footage import prepare_stream
 from cluster.runtime import Runtime
 from configs.schema import AppConfig, CameraConfig, ClusterConfig, DetectorConfig
+from contracts.cameras import CameraState
 from contracts.errors import DuplicateCameraError, RequestIdReusedError
 from serve_apps.metrics_export import free_port
 from tests.support.api import admin_client

@@ -17,11 +17,11 @@ import ray
 from ray.cluster_utils import Cluster
 from ray.util.state import list_actors
 
-from actors.camera_state import CameraState
 from cluster.footage import prepare_stream
 from cluster.rtsp_sim import RtspSimulator, system_ready
 from cluster.runtime import Runtime
 from configs.schema import AppConfig, CameraConfig, ClusterConfig, DetectorConfig, IngestConfig
+from contracts.cameras import CameraState
 from serve_apps.metrics_export import free_port
 from tests.support.wait import wait_for
 

@@ -18,7 +18,6 @@ import cv2
 import numpy as np
 import pytest
 
-from actors.camera_state import CameraState
 from cluster.footage import prepare_stream
 from cluster.runtime import Runtime
 from configs.schema import (
@@ -30,6 +29,7 @@ from configs.schema import (
     RecorderConfig,
     ZoneConfig,
 )
+from contracts.cameras import CameraState
 from storage.records import ClipSidecar
 from tests.support.prometheus import PrometheusServer
 from tests.support.wait import wait_for

@@ -11,11 +11,11 @@ import av
 import numpy as np
 import pytest
 
-from actors.camera_state import CameraState
 from actors.packets import PacketRing
 from actors.stream import CameraStream, SampledFrame
 from cluster.footage import prepare_stream
 from configs.schema import CameraConfig, IngestConfig
+from contracts.cameras import CameraState
 from tests.conftest import CACHE_DIR
 from tests.support.wait import wait_for
 

@@ -8,8 +8,9 @@ import time
 import pytest
 
 from actors.backpressure import DropQueue
-from actors.camera_state import CameraState, InvalidTransition, StateMachine
+from actors.camera_state import InvalidTransition, StateMachine
 from cluster.sharding import assign, shard_for
+from contracts.cameras import CameraState
 
 
 def test_drop_newest_rejects_the_new_item() -> None:

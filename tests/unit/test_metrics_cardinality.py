@@ -9,8 +9,8 @@ from prometheus_client import REGISTRY, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from actors import metrics as m
-from actors.camera_state import CameraState, CameraStatus
 from cluster.controller import CONTROL_REGISTRY, RAY_NODES, count_nodes
+from contracts.cameras import CameraState, CameraStatus
 
 CITY_CAMERAS = 10_069
 SHARDS = 40
