@@ -61,13 +61,13 @@ test: venv system-deps footage lint rules-check
 BENCH_OUT ?= benchmarks/results
 bench: venv footage
 	@start=$$(date +%s); \
-	$(PY) benchmarks/ingest.py --quick --out $(BENCH_OUT) && \
-	$(PY) benchmarks/ingest_rtsp.py --cameras 50 --out $(BENCH_OUT) && \
-	$(PY) benchmarks/inference.py --quick --out $(BENCH_OUT) && \
-	$(PY) benchmarks/e2e.py --resolution 360p --counts 32 40 48 --baseline-counts 32 40 48 --out $(BENCH_OUT) && \
-	$(PY) benchmarks/api.py --out $(BENCH_OUT) && \
-	if [ "$(BENCH_OUT)" = benchmarks/results ]; then $(PY) benchmarks/report.py; \
-	else $(PY) benchmarks/report.py --results $(BENCH_OUT) --print-only; fi && \
+	$(PY) -m benchmarks.ingest --quick --out $(BENCH_OUT) && \
+	$(PY) -m benchmarks.ingest_rtsp --cameras 50 --out $(BENCH_OUT) && \
+	$(PY) -m benchmarks.inference --quick --out $(BENCH_OUT) && \
+	$(PY) -m benchmarks.e2e --resolution 360p --counts 32 40 48 --baseline-counts 32 40 48 --out $(BENCH_OUT) && \
+	$(PY) -m benchmarks.api --out $(BENCH_OUT) && \
+	if [ "$(BENCH_OUT)" = benchmarks/results ]; then $(PY) -m benchmarks.report; \
+	else $(PY) -m benchmarks.report --results $(BENCH_OUT) --print-only; fi && \
 	echo "make bench: $$(( $$(date +%s) - start )) s wall, results in $(BENCH_OUT)"
 
 # GPU node benchmark (issue 9; no Ray there): bundles the detector from MODELS_DIR (outside the repo,
@@ -75,7 +75,7 @@ bench: venv footage
 # under $(CACHE)/gpu-bundle, checks the 64 MiB device limit and prints the device `run` call.
 MODELS_DIR ?= ../shared/models
 bench-gpu: venv footage
-	$(PY) benchmarks/gpu/run_all.py prepare --bundle $(CACHE)/gpu-bundle --models-dir $(MODELS_DIR) \
+	$(PY) -m benchmarks.gpu.run_all prepare --bundle $(CACHE)/gpu-bundle --models-dir $(MODELS_DIR) \
 	  --streams $(CACHE)/streams
 
 clean:

@@ -11,7 +11,7 @@
   MAE in cm and event precision/recall at the 15 cm barrier threshold;
 * intrusion and loitering: scripted scenarios with ground truth and detector-like noise.
 
-Usage: .venv/bin/python benchmarks/accuracy.py [--out benchmarks/results]
+Usage: .venv/bin/python -m benchmarks.accuracy [--out benchmarks/results]
 """
 
 from __future__ import annotations
@@ -22,11 +22,10 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from benchmarks import eval_crowd, eval_crowd_events, eval_fire, eval_tracking, eval_water
+from cluster.provenance import provenance
 
-from benchmarks import eval_crowd, eval_crowd_events, eval_fire, eval_tracking, eval_water  # noqa: E402
-from cluster.provenance import provenance  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 TARGETS = {"event_recall_min": 0.9, "event_precision_min": 0.9, "water_mae_cm_max": 2.0}
 

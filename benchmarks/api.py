@@ -16,7 +16,7 @@ the cameras, the detector) shares this machine's cores, so the figures are the w
 box, not the API alone. Written to ``benchmarks/results/api.json`` with machine, versions, commit
 and command.
 
-    .venv/bin/python benchmarks/api.py [--duration-s 15] [--concurrency 1 8 32] [--cameras 4]
+    .venv/bin/python -m benchmarks.api [--duration-s 15] [--concurrency 1 8 32] [--cameras 4]
 """
 
 from __future__ import annotations
@@ -25,22 +25,20 @@ import argparse
 import asyncio
 import os
 import statistics
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from benchmarks.common import loadavg, write_result
+from cluster.footage import prepare_stream
+from cluster.runtime import Runtime
+from configs.schema import AppConfig, CameraConfig, ClusterConfig, DetectorConfig, ZoneConfig
+from serve_apps.metrics_export import free_port
+from tests.support.wait import WaitTimeout, wait_for
 
-from benchmarks.common import loadavg, write_result  # noqa: E402
-from cluster.footage import prepare_stream  # noqa: E402
-from cluster.runtime import Runtime  # noqa: E402
-from configs.schema import AppConfig, CameraConfig, ClusterConfig, DetectorConfig, ZoneConfig  # noqa: E402
-from serve_apps.metrics_export import free_port  # noqa: E402
-from tests.support.wait import WaitTimeout, wait_for  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 VTEST = REPO / ".cache" / "footage" / "vtest.avi"
 STREAMS = REPO / ".cache" / "streams"

@@ -24,7 +24,7 @@ through YOLOX-Nano on onnxruntime (the same runner and thread count) behind a lo
 
 The sweep stops at the first failing count (the knee) after at least one pass.
 
-Run: ``.venv/bin/python benchmarks/e2e.py [--resolution 360p] [--counts 16 32 48 64 80 96]
+Run: ``.venv/bin/python -m benchmarks.e2e [--resolution 360p] [--counts 16 32 48 64 80 96]
 [--baseline-counts 8 16 24 32]``; JSON in ``benchmarks/results/e2e_<resolution>.json``.
 """
 
@@ -42,31 +42,29 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import cv2
+import httpx
+import ray
+from prometheus_client.parser import text_string_to_metric_families
+
+from actors.metrics import FRAME_STAGES
+from benchmarks.common import cpu_timer, loadavg, write_result
+from benchmarks.cpu_accounting import cores_between, cpu_snapshot
+from benchmarks.ingest import clip_of, raw_keyframe_bgr
+from cluster.footage import prepare_stream, probe
+from cluster.rtsp_sim import RtspSimulator, system_ready
+from cluster.runtime import Runtime
+from configs.schema import AppConfig, CameraConfig, ClusterConfig, DetectorConfig, ZoneConfig
+from contracts.detector import Letterboxed
+from serve_apps.detector.deployment import load_model
+from serve_apps.detector.onnx_runner import DetectorBase
+from serve_apps.detector.preprocess import letterbox
+from serve_apps.metrics_export import TARGETS_ACTOR, free_port
+
 REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("OPENCV_FFMPEG_CAPTURE_OPTIONS", "rtsp_transport;tcp")
-
-import cv2  # noqa: E402
-import httpx  # noqa: E402
-import ray  # noqa: E402
-from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
-
-from actors.metrics import FRAME_STAGES  # noqa: E402
-from benchmarks.common import cpu_timer, loadavg, write_result  # noqa: E402
-from benchmarks.cpu_accounting import cores_between, cpu_snapshot  # noqa: E402
-from benchmarks.ingest import clip_of, raw_keyframe_bgr  # noqa: E402
-from cluster.footage import prepare_stream, probe  # noqa: E402
-from cluster.rtsp_sim import RtspSimulator, system_ready  # noqa: E402
-from cluster.runtime import Runtime  # noqa: E402
-from configs.schema import AppConfig, CameraConfig, ClusterConfig, DetectorConfig, ZoneConfig  # noqa: E402
-from contracts.detector import Letterboxed  # noqa: E402
-from serve_apps.detector.deployment import load_model  # noqa: E402
-from serve_apps.detector.onnx_runner import DetectorBase  # noqa: E402
-from serve_apps.detector.preprocess import letterbox  # noqa: E402
-from serve_apps.metrics_export import TARGETS_ACTOR, free_port  # noqa: E402
 
 log = logging.getLogger("benchmarks.e2e")
 

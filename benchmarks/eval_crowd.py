@@ -17,7 +17,7 @@ detector under-counts), max absolute error, label and detected totals; and the f
 
 The labels were counted by eye (see the file's ``rule``); dense street frames carry about +-3 of label noise.
 
-Run: ``.venv/bin/python benchmarks/eval_crowd.py [--models-dir ../shared/models] [--clips-dir
+Run: ``.venv/bin/python -m benchmarks.eval_crowd [--models-dir ../shared/models] [--clips-dir
 ../shared/data/clips] [--vtest .cache/footage/vtest.avi]``; prints JSON.
 """
 
@@ -25,20 +25,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:  # run as a script: make the repository's packages importable
-    sys.path.insert(0, str(REPO))
+from actors.analytics.zones import PERSON_LABEL, count_people_in_zone
+from cluster.footage import read_frame
+from serve_apps.detector.onnx_runner import load_detector
 
-from actors.analytics.zones import PERSON_LABEL, count_people_in_zone  # noqa: E402
-from cluster.footage import read_frame  # noqa: E402
-from serve_apps.detector.onnx_runner import load_detector  # noqa: E402
+REPO = Path(__file__).resolve().parent.parent
 
 MODELS = ("yolox_nano", "person_lwpd")
 # Larger input sizes, measured because the default sizes under-count dense scenes (people 40-120 px tall):

@@ -22,7 +22,7 @@ A stricter score (``strict``) also asks a matched pair to share time: temporal I
 precision/recall (an event open at a sample vs ``count >= threshold``) and the count MAE on the labelled samples
 are reported too.
 
-Run: ``.venv/bin/python benchmarks/eval_crowd_events.py [--models-dir ../shared/models] [--clips-dir
+Run: ``.venv/bin/python -m benchmarks.eval_crowd_events [--models-dir ../shared/models] [--clips-dir
 ../shared/data/clips] [--vtest .cache/footage/vtest.avi]``; prints JSON.
 """
 
@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -40,17 +39,15 @@ from typing import Any
 import cv2
 import numpy as np
 
-REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:  # run as a script: make the repository's packages importable
-    sys.path.insert(0, str(REPO))
+from actors.analytics.registry import build_rules
+from actors.analytics.zones import PERSON_LABEL
+from configs.analytics import SEVERITY_RANK, CrowdDensityConfig, Lifecycle
+from configs.schema import CameraConfig, ZoneConfig
+from contracts.detector import Detection
+from contracts.events import EventPhase, EventTransition
+from serve_apps.detector.onnx_runner import load_detector
 
-from actors.analytics.registry import build_rules  # noqa: E402
-from actors.analytics.zones import PERSON_LABEL  # noqa: E402
-from configs.analytics import SEVERITY_RANK, CrowdDensityConfig, Lifecycle  # noqa: E402
-from configs.schema import CameraConfig, ZoneConfig  # noqa: E402
-from contracts.detector import Detection  # noqa: E402
-from contracts.events import EventPhase, EventTransition  # noqa: E402
-from serve_apps.detector.onnx_runner import load_detector  # noqa: E402
+REPO = Path(__file__).resolve().parent.parent
 
 VTEST_NAME = "vtest.avi"
 DEFAULT_EVENTS = REPO / "tests" / "data" / "crowd_events.json"

@@ -18,7 +18,7 @@ Where the footage comes from: ``../shared/data/clips`` and Debian's ``opencv-doc
 puts its videos under ``.cache/footage/opencv-doc``). What is missing is said in the split file and the README:
 the validation positives are held-out later halves of the two fire clips, not unseen scenes.
 
-Run: ``.venv/bin/python benchmarks/eval_fire.py [--out benchmarks/results]`` (prints JSON).
+Run: ``.venv/bin/python -m benchmarks.eval_fire [--out benchmarks/results]`` (prints JSON).
 """
 
 from __future__ import annotations
@@ -27,7 +27,6 @@ import argparse
 import json
 import math
 import statistics
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,13 +36,11 @@ import av
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
-REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:  # run as a script: make the repository's packages importable
-    sys.path.insert(0, str(REPO))
+from actors.analytics.fire import FireSmokeRule
+from configs.analytics import FireSmokeConfig
+from contracts.events import EventPhase
 
-from actors.analytics.fire import FireSmokeRule  # noqa: E402
-from configs.analytics import FireSmokeConfig  # noqa: E402
-from contracts.events import EventPhase  # noqa: E402
+REPO = Path(__file__).resolve().parent.parent
 
 SHARED_CLIPS = REPO.parent / "shared" / "data" / "clips"
 OPENCV_DOC = REPO / ".cache" / "footage" / "opencv-doc"

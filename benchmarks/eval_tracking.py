@@ -51,7 +51,7 @@ interval +- ``tolerance_s`` (2 s) and that interval was not matched yet; every o
 event is a false positive (a second event for the same interval is a ``duplicate`` and
 counts as a false positive too); an interval no event matched is a false negative.
 
-Run: ``.venv/bin/python benchmarks/eval_tracking.py [--seeds 5] [--seed-base 1000] [--n-per-type 100]
+Run: ``.venv/bin/python -m benchmarks.eval_tracking [--seeds 5] [--seed-base 1000] [--n-per-type 100]
 [--out DIR]``; prints JSON: ``normal`` (10 % misses, +-5 px), ``harsh`` (20 %, +-10 px) and
 ``harsh_bursty`` (the same misses in runs of 3 frames) at 1 fps, and normal at 2 and 5 fps,
 each pooled over the seeds, with the worst seed's precision and recall.
@@ -80,7 +80,6 @@ import argparse
 import dataclasses
 import json
 import math
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -90,16 +89,14 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:  # run as a script: make the repository's packages importable
-    sys.path.insert(0, str(REPO))
+from actors.analytics.intrusion import IntrusionRule, LoiteringRule
+from actors.analytics.zones import points_in_polygon
+from configs.analytics import IntrusionConfig, Lifecycle, LoiteringConfig, ScheduleWindow
+from configs.schema import ZoneConfig
+from contracts.detector import Detection
+from contracts.events import EventPhase
 
-from actors.analytics.intrusion import IntrusionRule, LoiteringRule  # noqa: E402
-from actors.analytics.zones import points_in_polygon  # noqa: E402
-from configs.analytics import IntrusionConfig, Lifecycle, LoiteringConfig, ScheduleWindow  # noqa: E402
-from configs.schema import ZoneConfig  # noqa: E402
-from contracts.detector import Detection  # noqa: E402
-from contracts.events import EventPhase  # noqa: E402
+REPO = Path(__file__).resolve().parent.parent
 
 WIDTH_PX, HEIGHT_PX = 1280, 720
 TIMEZONE = "Asia/Seoul"

@@ -19,7 +19,7 @@ Reported per scene and overall:
   plus keyframe sampling), so the difference is what the reader adds.
 * ``ms_per_frame``: CPU time of the rule (strip, estimate, lifecycle) per keyframe, median.
 
-Run: ``.venv/bin/python benchmarks/eval_water.py [--out DIR] [--scene NAME ...]`` (prints JSON).
+Run: ``.venv/bin/python -m benchmarks.eval_water [--out DIR] [--scene NAME ...]`` (prints JSON).
 """
 
 from __future__ import annotations
@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -37,15 +36,13 @@ from typing import Any
 import av
 import numpy as np
 
-REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:  # run as a script: make the repository's packages importable
-    sys.path.insert(0, str(REPO))
+from actors.analytics.events import EventLifecycle
+from actors.analytics.water import WaterLevelRule, WaterReading
+from benchmarks.render_water import CACHE_DIR, SCENES, Scene, render_scene
+from configs.analytics import SEVERITY_RANK, WaterGaugeConfig
+from contracts.events import EventPhase, EventTransition
 
-from actors.analytics.events import EventLifecycle  # noqa: E402
-from actors.analytics.water import WaterLevelRule, WaterReading  # noqa: E402
-from benchmarks.render_water import CACHE_DIR, SCENES, Scene, render_scene  # noqa: E402
-from configs.analytics import SEVERITY_RANK, WaterGaugeConfig  # noqa: E402
-from contracts.events import EventPhase, EventTransition  # noqa: E402
+REPO = Path(__file__).resolve().parent.parent
 
 MAE_TARGET_CM = 2.0
 

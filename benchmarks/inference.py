@@ -44,7 +44,7 @@ batch size. When the machine is saturated (every series here keeps all cores bus
 ratio is also ~ raw CPU-ms per image / Serve CPU-ms per image summed over all processes:
 the ``*_cpu_ms_per_image`` fields say which process the extra went to.
 
-Run: ``.venv/bin/python benchmarks/inference.py [--quick] [--models-dir ../shared/models]``.
+Run: ``.venv/bin/python -m benchmarks.inference [--quick] [--models-dir ../shared/models]``.
 """
 
 from __future__ import annotations
@@ -66,33 +66,29 @@ from pathlib import Path
 from typing import Any
 
 import cv2
+import httpx
 import numpy as np
+import ray
+from ray import serve
 
-REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:  # run as a script: make the repository's packages importable
-    sys.path.insert(0, str(REPO))
-
-# A local benchmark cluster: no usage reporting, no token auth (set before Ray is imported).
-os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-
-import httpx  # noqa: E402
-import ray  # noqa: E402
-from ray import serve  # noqa: E402
-
-from benchmarks.common import loadavg, write_result  # noqa: E402
-from benchmarks.cpu_accounting import CpuSnapshot, cores_between, cpu_snapshot  # noqa: E402
-from configs.schema import DetectorConfig  # noqa: E402
-from contracts.detector import DetectRequest, DetectResult, Letterboxed  # noqa: E402
-from serve_apps.detector.deployment import (  # noqa: E402
+from benchmarks.common import loadavg, write_result
+from benchmarks.cpu_accounting import CpuSnapshot, cores_between, cpu_snapshot
+from configs.schema import DetectorConfig
+from contracts.detector import DetectRequest, DetectResult, Letterboxed
+from serve_apps.detector.deployment import (
     DETECTOR_DEPLOYMENT,
     build_detector_app,
     detector_route,
     load_model,
 )
-from serve_apps.detector.onnx_runner import DetectorBase  # noqa: E402
-from serve_apps.detector.preprocess import letterbox  # noqa: E402
-from serve_apps.metrics_export import free_port  # noqa: E402
+from serve_apps.detector.onnx_runner import DetectorBase
+from serve_apps.detector.preprocess import letterbox
+from serve_apps.metrics_export import free_port
+
+REPO = Path(__file__).resolve().parent.parent
+# A local benchmark cluster: no usage reporting, no token auth (read when Ray starts, as in cluster/runtime.py).
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
 log = logging.getLogger("benchmarks.inference")
 

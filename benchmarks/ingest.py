@@ -20,7 +20,7 @@ mode) so that a container open, which a live camera does once, does not weigh.
 Part 3 runs K = 100, 200, 300 cameras (``--cameras``; quick: 100, 300) with both CPUs allowed; a camera
 keeps up when its packets in the window are within 5 % of window x fps.
 
-Run: ``.venv/bin/python benchmarks/ingest.py [--quick] [--out benchmarks/results]``.
+Run: ``.venv/bin/python -m benchmarks.ingest [--quick] [--out benchmarks/results]``.
 """
 
 from __future__ import annotations
@@ -39,16 +39,14 @@ from typing import Any
 
 import av
 
-REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:  # run as a script: make the repository's packages importable
-    sys.path.insert(0, str(REPO))
+from actors.frame_sampler import FrameSampler
+from actors.packets import PacketRing
+from actors.stream import CameraStream, SampledFrame
+from benchmarks.common import CpuSample, cpu_timer, loadavg, median, pinned_to_one_cpu, write_result
+from cluster.footage import prepare_stream, probe
+from configs.schema import CameraConfig, DecodeMode, IngestConfig, RecorderConfig
 
-from actors.frame_sampler import FrameSampler  # noqa: E402
-from actors.packets import PacketRing  # noqa: E402
-from actors.stream import CameraStream, SampledFrame  # noqa: E402
-from benchmarks.common import CpuSample, cpu_timer, loadavg, median, pinned_to_one_cpu, write_result  # noqa: E402
-from cluster.footage import prepare_stream, probe  # noqa: E402
-from configs.schema import CameraConfig, DecodeMode, IngestConfig, RecorderConfig  # noqa: E402
+REPO = Path(__file__).resolve().parent.parent
 
 log = logging.getLogger("benchmarks.ingest")
 

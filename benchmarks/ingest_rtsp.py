@@ -13,7 +13,7 @@ recorded beside). Two readers, in the same run, on the same simulator:
 
 A camera keeps up when its packets in the window are within 5 % of window x fps.
 
-Run: ``.venv/bin/python benchmarks/ingest_rtsp.py [--cameras 50 100] [--transports tcp udp]``;
+Run: ``.venv/bin/python -m benchmarks.ingest_rtsp [--cameras 50 100] [--transports tcp udp]``;
 JSON in ``benchmarks/results/ingest_rtsp.json``.
 """
 
@@ -28,26 +28,24 @@ from typing import Any
 
 import av
 
-REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:  # run as a script: make the repository's packages importable
-    sys.path.insert(0, str(REPO))
-
-from actors.packets import PacketRing  # noqa: E402
-from actors.stream import CameraStream  # noqa: E402
-from benchmarks.common import cpu_timer, write_result  # noqa: E402
-from benchmarks.cpu_accounting import cores_between, cpu_snapshot  # noqa: E402
-from benchmarks.ingest import (  # noqa: E402
+from actors.frame_sampler import FrameSampler
+from actors.packets import PacketRing
+from actors.stream import CameraStream
+from benchmarks.common import cpu_timer, write_result
+from benchmarks.cpu_accounting import cores_between, cpu_snapshot
+from benchmarks.ingest import (
     ANALYTICS_FPS,
     INGEST,
     KEEP_UP_TOLERANCE,
     RING_BYTES,
     RING_SECONDS,
-    _Sampler,
     _sink,
 )
-from cluster.footage import prepare_stream, probe  # noqa: E402
-from cluster.rtsp_sim import RtspSimulator, system_ready  # noqa: E402
-from configs.schema import CameraConfig  # noqa: E402
+from cluster.footage import prepare_stream, probe
+from cluster.rtsp_sim import RtspSimulator, system_ready
+from configs.schema import CameraConfig
+
+REPO = Path(__file__).resolve().parent.parent
 
 SOURCE = REPO.parent / "shared" / "data" / "clips" / "street_people_walking.mp4"
 
@@ -68,7 +66,7 @@ class RawReader:
         self._stop.set()
 
     def _run(self) -> None:
-        sampler = _Sampler(ANALYTICS_FPS)
+        sampler = FrameSampler(ANALYTICS_FPS)
         with av.open(self.url, options={"rtsp_transport": self.transport}, timeout=(10.0, 10.0)) as container:
             video = container.streams.video[0]
             codec = video.codec_context

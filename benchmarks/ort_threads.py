@@ -7,7 +7,7 @@ footage in three settings (2 threads spinning = onnxruntime's default, 2 threads
 1 thread), each alone and beside a process that keeps one core ~60 % busy in short bursts (as
 shards and the RTSP simulator do), and records images/s and CPU-ms per image of this process.
 
-Run: ``.venv/bin/python benchmarks/ort_threads.py``; JSON in ``benchmarks/results/ort_threads.json``.
+Run: ``.venv/bin/python -m benchmarks.ort_threads``; JSON in ``benchmarks/results/ort_threads.json``.
 """
 
 from __future__ import annotations
@@ -20,13 +20,11 @@ from pathlib import Path
 
 import av
 
-REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:  # run as a script: make the repository's packages importable
-    sys.path.insert(0, str(REPO))
+from benchmarks.common import cpu_timer, write_result
+from serve_apps.detector.onnx_runner import load_detector
+from serve_apps.detector.preprocess import letterbox
 
-from benchmarks.common import cpu_timer, write_result  # noqa: E402
-from serve_apps.detector.onnx_runner import load_detector  # noqa: E402
-from serve_apps.detector.preprocess import letterbox  # noqa: E402
+REPO = Path(__file__).resolve().parent.parent
 
 SETTINGS = {"2 threads, spinning": (2, True), "2 threads, no spinning": (2, False), "1 thread": (1, False)}
 BURNER = """

@@ -28,7 +28,7 @@ Files: :func:`render_scene` writes ``<name>.<digest>.mp4`` (H.264, 1 s GOP, no B
 ``.cache/water/`` by default; the digest covers the scene and the renderer's recipe, so a
 changed scene renders again.
 
-Run: ``.venv/bin/python benchmarks/render_water.py [--out DIR] [--scene NAME ...]``.
+Run: ``.venv/bin/python -m benchmarks.render_water [--out DIR] [--scene NAME ...]``.
 """
 
 from __future__ import annotations
@@ -40,7 +40,6 @@ import hashlib
 import json
 import math
 import os
-import sys
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -49,11 +48,9 @@ import av
 import cv2
 import numpy as np
 
-REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:  # run as a script: make the repository's packages importable
-    sys.path.insert(0, str(REPO))
+from configs.analytics import WaterGaugeConfig
 
-from configs.analytics import WaterGaugeConfig  # noqa: E402
+REPO = Path(__file__).resolve().parent.parent
 
 CACHE_DIR = REPO / ".cache" / "water"
 # Bump when the rendering or encoding recipe changes: cached files are then rendered again.

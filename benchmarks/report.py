@@ -5,7 +5,7 @@ that has not been run shows as "not measured". ``make bench`` runs the benchmark
 script, which prints the block and rewrites the README between the markers
 ``<!-- performance:start -->`` and ``<!-- performance:end -->``.
 
-Run: ``.venv/bin/python benchmarks/report.py [--readme README.md] [--check] [--results DIR --print-only]``
+Run: ``.venv/bin/python -m benchmarks.report [--readme README.md] [--check] [--results DIR --print-only]``
 (``--check``: exit 1 if the README's block differs from what the results give, without writing;
 ``--print-only``: the block from another result directory, e.g. ``make bench BENCH_OUT=/tmp/b``).
 """
@@ -21,8 +21,6 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "benchmarks" / "results"
-if str(REPO) not in sys.path:  # run as a script: make the repository's packages importable
-    sys.path.insert(0, str(REPO))
 START, END = "<!-- performance:start -->", "<!-- performance:end -->"
 
 

@@ -12,7 +12,7 @@ and once every client is streaming, measure over ``--measure-s`` seconds:
 
 Usage::
 
-    .venv/bin/python benchmarks/rtsp_sim_capacity.py --clients 50 100 200
+    .venv/bin/python -m benchmarks.rtsp_sim_capacity --clients 50 100 200
 """
 
 from __future__ import annotations
@@ -32,11 +32,10 @@ from pathlib import Path
 
 import av
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from cluster.footage import prepare_stream
+from cluster.rtsp_sim import RtspSimulator
 
-from cluster.footage import prepare_stream  # noqa: E402  (after the sys.path insert)
-from cluster.rtsp_sim import RtspSimulator  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 CLIENTS_PER_WORKER = 25

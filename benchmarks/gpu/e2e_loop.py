@@ -32,10 +32,10 @@ Measured in the same run, on the same streams, threads and sampling:
 Nothing here imports Ray. Writes ``<out>/e2e_loop[-<tag>].json``.
 
 Here (CPU, seconds):
-    .venv/bin/python benchmarks/gpu/e2e_loop.py --streams .cache/streams --files 'vtest.h264.*h360*' \\
+    .venv/bin/python -m benchmarks.gpu.e2e_loop --streams .cache/streams --files 'vtest.h264.*h360*' \\
         --models-dir ../shared/models --device cpu --quick --out /tmp/e2e
 On a GPU node (see ``make bench-gpu``):
-    python3 benchmarks/gpu/e2e_loop.py --streams B/streams --files 'town_centre*' --models-dir B/models \\
+    python3 -m benchmarks.gpu.e2e_loop --streams B/streams --files 'town_centre*' --models-dir B/models \\
         --decoders cpu nvdec --cameras 32 --batch 64 --out $OUT --tag 1080p
 """
 
@@ -60,7 +60,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from contracts.detector import Detection
 from serve_apps.detector.preprocess import letterbox
 from serve_apps.detector.torch_runner import TorchDetector, load_torch_detector, postprocess_torch

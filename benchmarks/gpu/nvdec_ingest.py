@@ -6,9 +6,9 @@ and once with NVDEC (``h264_cuvid``), with 1..N concurrent streams (threads; PyA
 the GIL), in every-frame and keyframe-only modes, and writes frames/s to JSON.
 
 Run here (CPU only: NVDEC reports "unavailable" and falls back):
-    .venv/bin/python benchmarks/gpu/nvdec_ingest.py --streams .cache/streams --out /tmp/nvdec --quick
+    .venv/bin/python -m benchmarks.gpu.nvdec_ingest --streams .cache/streams --out /tmp/nvdec --quick
 On a GPU node (no Ray needed; carry .cache/streams, and PyAV as a wheel: the node has none):
-    python3 benchmarks/gpu/nvdec_ingest.py --streams .cache/streams --out $OUT
+    python3 -m benchmarks.gpu.nvdec_ingest --streams .cache/streams --out $OUT
 
 ``--files`` (name globs), ``--concurrency``, ``--modes`` and ``--budget-s`` (no measurement is
 started that would end after it; skipped ones are listed) keep it inside a fixed device-time budget
@@ -27,7 +27,6 @@ import threading
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 try:  # a bare GPU node has no PyAV unless its wheel is carried
     import av
 

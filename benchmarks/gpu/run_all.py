@@ -21,7 +21,7 @@ Everything lands in ``OUT`` (at most 8 files, the device tool's limit): the scri
 ``run_all.log`` (every step's output) and ``summary.json`` (headline figures and whether the
 end-to-end loop reached >= 0.8 of min(decode, detector)).
 
-CPU dry run here: ``.venv/bin/python benchmarks/gpu/run_all.py run /tmp/gpu-dry --device cpu --quick
+CPU dry run here: ``.venv/bin/python -m benchmarks.gpu.run_all run /tmp/gpu-dry --device cpu --quick
 --budget-s 90 --bundle .cache/gpu-bundle`` (or ``--streams``/``--models-dir`` instead of a bundle).
 """
 
@@ -41,7 +41,6 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
-HERE = Path(__file__).resolve().parent
 DEVICE_LIMIT_MIB = 64.0
 MODEL = "yolox_nano"
 # Prepared streams the bundle carries: (tag, glob in the streams folder, loop to at least this many
@@ -102,7 +101,6 @@ def prepare(args: argparse.Namespace) -> int:
             base = sorted(args.streams.glob(pattern.replace(".x6.mp4", ".mp4").replace(".x3.mp4", ".mp4")))
             if not base:
                 raise SystemExit(f"no {pattern} in {args.streams} ({tag}): run `make footage`")
-            sys.path.insert(0, str(ROOT))
             from benchmarks.ingest import loop_file  # here only (PyAV); imports no Ray
 
             found = [loop_file(base[0], LOOP_S[tag])[0]]
@@ -125,7 +123,7 @@ def prepare(args: argparse.Namespace) -> int:
     rel = bundle.resolve().relative_to(ROOT)
     command = (
         f"python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site "
-        f"{rel}/wheels/*.whl && export PYTHONPATH=/tmp/site; PYTHONUNBUFFERED=1 python3 benchmarks/gpu/run_all.py "
+        f"{rel}/wheels/*.whl && export PYTHONPATH=/tmp/site; PYTHONUNBUFFERED=1 python3 -m benchmarks.gpu.run_all "
         f"run $OUT --bundle {rel} --budget-s {int(args.budget_s)}"
     )
     print("\nOn a session whose task has a GPU (the `run` tool, not a shell):")
@@ -224,15 +222,15 @@ def plan_steps(args: argparse.Namespace, streams: Path, models: Path) -> list[St
     globs = {tag: [found[0].name] if found else ["*.mp4"] for tag, found in files.items()}
     clip = next(iter(files["1080p"] or files["360p"] or sorted(streams.glob("*.mp4"))), None)
     out = str(args.out)
-    common_e2e = [py, str(HERE / "e2e_loop.py"), "--streams", str(streams), "--models-dir", str(models)]
+    common_e2e = [py, "-m", "benchmarks.gpu.e2e_loop", "--streams", str(streams), "--models-dir", str(models)]
     common_e2e += ["--out", out, *dev, *quick, "--seconds", str(args.e2e_seconds)]
-    tdc = [py, str(HERE / "torch_detector_check.py"), "--models-dir", str(models), "--out", out, *dev]
+    tdc = [py, "-m", "benchmarks.gpu.torch_detector_check", "--models-dir", str(models), "--out", out, *dev]
     tdc += ["--precisions", "fp16"] if args.device != "cpu" else ["--precisions", "fp32"]
     tdc += ["--sizes", "416"] if args.quick else ["--sizes", "416", "640"]
     tdc += ["--batches", "1", "8", "32", "64", "128", "256", *quick]
     if clip is not None:
         tdc += ["--clip", str(clip)]
-    nvdec = [py, str(HERE / "nvdec_ingest.py"), "--streams", str(streams), "--out", out, *quick]
+    nvdec = [py, "-m", "benchmarks.gpu.nvdec_ingest", "--streams", str(streams), "--out", out, *quick]
     nvdec += ["--files", *globs["1080p"], *globs["360p"], "--concurrency", "1", str(os.cpu_count() or 1)]
     nvdec += ["--seconds", "4"]
     threads = str(os.cpu_count() or 1)

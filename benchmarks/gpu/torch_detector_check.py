@@ -24,10 +24,10 @@ name, git commit, command line) and prints a summary. Measurements stop being st
 ``--budget-s`` has passed; skipped points are listed in the JSON.
 
 Here (CPU, a few seconds per point):
-    .venv/bin/python benchmarks/gpu/torch_detector_check.py --models-dir ../shared/models \\
+    .venv/bin/python -m benchmarks.gpu.torch_detector_check --models-dir ../shared/models \\
         --out /tmp/tdc --device cpu --quick --clip .cache/footage/vtest.avi
 On a GPU node (carry the model folder and a clip or a .npy of frames; no Ray needed):
-    python3 benchmarks/gpu/torch_detector_check.py --models-dir models --out $OUT --clip vtest.avi
+    python3 -m benchmarks.gpu.torch_detector_check --models-dir models --out $OUT --clip vtest.avi
 """
 
 from __future__ import annotations
@@ -47,7 +47,6 @@ import onnx
 import onnxruntime as ort
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from cluster.provenance import provenance
 from contracts.detector import Detection
 from serve_apps.detector.onnx_runner import load_detector, model_path, sha256_hex

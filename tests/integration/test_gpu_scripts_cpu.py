@@ -42,7 +42,8 @@ def test_no_ray_import_in_gpu_scripts() -> None:
 def test_e2e_loop_quick_on_cpu(streams_dir: Path, models_dir: Path, tmp_path: Path) -> None:
     _run(
         [
-            str(GPU_DIR / "e2e_loop.py"),
+            "-m",
+            "benchmarks.gpu.e2e_loop",
             "--streams",
             str(streams_dir),
             "--models-dir",
@@ -87,7 +88,8 @@ def test_run_all_dry_run_with_a_tiny_budget(streams_dir: Path, models_dir: Path,
     proc = subprocess.run(
         [
             sys.executable,
-            str(GPU_DIR / "run_all.py"),
+            "-m",
+            "benchmarks.gpu.run_all",
             "run",
             str(tmp_path),
             "--streams",

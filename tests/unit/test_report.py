@@ -13,4 +13,4 @@ def test_readme_performance_block_matches_the_results() -> None:
     text = README.read_text()
     assert START in text and END in text
     current = START + text.split(START, 1)[1].split(END, 1)[0] + END
-    assert current == block(), "README is stale: run .venv/bin/python benchmarks/report.py"
+    assert current == block(), "README is stale: run .venv/bin/python -m benchmarks.report"

@@ -1,0 +1,72 @@
+"""Every benchmark script starts as a module of the ``benchmarks`` package, with no ``sys.path`` edit of its own.
+
+``python -m benchmarks.<name> --help`` imports the whole script (the product packages it uses included) and parses
+its arguments, so an import broken by a move or a removed helper fails here, not on the day someone runs the
+benchmark. The scripts that have a tiny-input run in the suite are named in ``TINY_RUNS``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import ROOT
+
+BENCH = ROOT / "benchmarks"
+LIBRARIES = {"__init__", "common", "cpu_accounting"}  # imported by the scripts, not run
+TINY_RUNS = {
+    "gpu.e2e_loop": "tests/integration/test_gpu_scripts_cpu.py::test_e2e_loop_quick_on_cpu",
+    "gpu.run_all": "tests/integration/test_gpu_scripts_cpu.py::test_run_all_dry_run_with_a_tiny_budget",
+    "gpu.torch_detector_check": "tests/unit/test_torch_runner.py::test_gpu_check_script_dry_run_on_cpu",
+    "report": "tests/unit/test_report.py",
+}
+
+
+def scripts() -> list[str]:
+    names = [p.stem for p in BENCH.glob("*.py") if p.stem not in LIBRARIES]
+    names += [f"gpu.{p.stem}" for p in (BENCH / "gpu").glob("*.py") if p.stem != "__init__"]
+    return sorted(names)
+
+
+def test_no_benchmark_edits_sys_path() -> None:
+    offenders = [
+        str(p.relative_to(ROOT))
+        for p in BENCH.rglob("*.py")
+        if re.search(r"^\s*sys\.path\.(insert|append)\(", p.read_text(encoding="utf-8"), re.M)
+    ]
+    assert offenders == [], f"run them as modules (python -m benchmarks.<name>) instead: {offenders}"
+
+
+def test_every_benchmark_script_starts_as_a_module() -> None:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "RAY_USAGE_STATS_ENABLED": "0"}
+    names = scripts()
+    assert len(names) >= 15, names
+    procs = {
+        name: subprocess.Popen(
+            [sys.executable, "-m", f"benchmarks.{name}", "--help"],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for name in names
+    }
+    failed = {}
+    for name, proc in procs.items():
+        out, _ = proc.communicate(timeout=240)
+        if proc.returncode != 0 or "usage:" not in out:
+            failed[name] = out[-1500:]
+    assert failed == {}, failed
+
+
+@pytest.mark.parametrize("name", sorted(TINY_RUNS))
+def test_tiny_runs_named_here_exist(name: str) -> None:
+    path, _, test = TINY_RUNS[name].partition("::")
+    text = (ROOT / path).read_text(encoding="utf-8")
+    assert not test or f"def {test}(" in text, TINY_RUNS[name]
+    assert name in scripts()
