@@ -25,7 +25,7 @@ from actors.decoder import open_decoder
 from actors.frame_sampler import FrameSampler
 from actors.motion import MotionGate
 from actors.packets import EncodedPacket, PacketRing, StreamInfo
-from configs.loader import redact_url
+from configs.redact import redact_url
 from configs.schema import CameraConfig, IngestConfig
 from contracts.cameras import CameraState, CameraStatus
 

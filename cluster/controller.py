@@ -34,12 +34,14 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import ray
 from prometheus_client import CollectorRegistry, Counter, Gauge
+from ray import ObjectRef
+from ray.actor import ActorHandle
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from actors.analytics.registry import build_camera_rules
@@ -283,13 +285,14 @@ class CameraController:
             return None
 
     def _call_all(
-        self, refs: list[ShardRef], method: str, *args: object, timeout_s: float = PING_TIMEOUT_S
+        self, refs: list[ShardRef], ask: Callable[[ActorHandle], ObjectRef], *, timeout_s: float = PING_TIMEOUT_S
     ) -> dict[str, object | None]:
-        """``method`` on every shard at once; shard id -> answer, None for a dead or too slow shard.
+        """``ask`` (one call, e.g. ``lambda a: a.status.remote()``) of every shard at once; shard id -> answer,
+        None for a dead or too slow shard.
 
         One shared deadline: a hung shard costs ``timeout_s`` once per call, not once per shard.
         """
-        return gather({r.shard_id: getattr(r.actor, method).remote(*args) for r in refs}, timeout_s)
+        return gather({r.shard_id: ask(r.actor) for r in refs}, timeout_s)
 
     def _live_ids(self) -> list[str]:
         return sorted(sid for sid, ref in self._shards.items() if ref.live)
@@ -363,7 +366,7 @@ class CameraController:
             lost: list[str] = []
             restarted: list[str] = []
             live = [r for r in self._shards.values() if r.live]
-            answers = self._call_all(live, "incarnation")
+            answers = self._call_all(live, lambda a: a.incarnation.remote())
             for ref in live:
                 inc = answers[ref.shard_id]
                 if inc is not None:
@@ -574,14 +577,14 @@ class CameraController:
                 raise UnknownCameraError(camera_id)
             return self._cameras[camera_id]
 
-    def _gather(self, method: str, *args: object) -> list[object]:
+    def _gather(self, ask: Callable[[ActorHandle], ObjectRef]) -> list[object]:
         """One answer per live shard that answered (a lost shard is skipped, not an error)."""
         with self._lock:
             refs = [r for r in self._shards.values() if r.live]
-        return [part for part in self._call_all(refs, method, *args, timeout_s=10.0).values() if part is not None]
+        return [part for part in self._call_all(refs, ask, timeout_s=10.0).values() if part is not None]
 
     def status(self) -> list[CameraStatus]:
-        out: list[CameraStatus] = [s for part in self._gather("status") for s in part]  # type: ignore[attr-defined]
+        out: list[CameraStatus] = [s for part in self._gather(lambda a: a.status.remote()) for s in part]  # type: ignore[attr-defined]
         seen = {s.camera_id for s in out}
         with self._lock:
             waiting = [c for cid, c in self._cameras.items() if cid not in seen]
@@ -592,10 +595,10 @@ class CameraController:
         return sorted(out, key=lambda s: s.camera_id)
 
     def stats(self) -> list[ShardStats]:
-        return self._gather("stats")  # type: ignore[return-value]
+        return self._gather(lambda a: a.stats.remote())  # type: ignore[return-value]
 
     def events(self, since_ts: float = 0.0) -> list[EventNotice]:
-        out: list[EventNotice] = [e for part in self._gather("recent_events", since_ts) for e in part]  # type: ignore[attr-defined]
+        out: list[EventNotice] = [e for part in self._gather(lambda a: a.recent_events.remote(since_ts)) for e in part]  # type: ignore[attr-defined]
         return sorted(out, key=lambda e: e.received_ts)
 
     # -- events for the control API: query and acknowledge ------------------------------
@@ -641,7 +644,7 @@ class CameraController:
         notices = [n for n in self.events(0.0) if n.transition.event_id == event_id]
         if not notices:
             raise UnknownEventError(event_id)
-        for frame in self._gather("alarm_frame", event_id):
+        for frame in self._gather(lambda a: a.alarm_frame.remote(event_id)):
             if frame is not None:
                 return frame.jpeg  # type: ignore[attr-defined]
         first = min(notices, key=lambda n: n.transition.ts).transition

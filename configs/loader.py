@@ -15,7 +15,7 @@ defaults or overrides resolve against the current working directory. Every path 
 config is absolute, so Ray workers with another working directory see the same files.
 
 Camera URLs may carry credentials (``rtsp://user:pass@host/...``); error messages never echo a
-password (see :func:`redact_url`).
+password (see :func:`configs.redact.redact_url`).
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ import csv
 import difflib
 import io
 import os
-import re
 import types
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -35,6 +34,7 @@ from urllib.parse import urlsplit
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from configs.redact import redact_text, url_password
 from configs.schema import AppConfig, CameraConfig
 
 __all__ = [
@@ -44,7 +44,6 @@ __all__ = [
     "ConfigIssue",
     "load_cameras",
     "load_config",
-    "redact_url",
 ]
 
 Loc = tuple[str | int, ...]
@@ -77,9 +76,6 @@ _OVERRIDES_LABEL = "<overrides>"
 # (which could echo a URL with a password) in its error marks.
 _YamlLoader: type = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
-_URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://\S+")
-_URL_AT_START = re.compile(r"\s*[A-Za-z][A-Za-z0-9+.\-]*://")
-_MIN_LITERAL_SECRET = 4
 _REPR_MAX = 80
 
 
@@ -120,8 +116,8 @@ class ConfigError(ValueError):
         self.issues: list[ConfigIssue] = [
             replace(
                 i,
-                location=_redact_text(i.location).replace("\n", " "),
-                message=_redact_text(i.message).replace("\n", " "),
+                location=redact_text(i.location).replace("\n", " "),
+                message=redact_text(i.message).replace("\n", " "),
             )
             for i in issues
         ]
@@ -135,61 +131,6 @@ class ConfigError(ValueError):
 
 
 # ------------------------------------------------------------------------------------------ redaction
-
-
-def redact_url(url: str) -> str:
-    """Return ``url`` with the password of its userinfo replaced by ``***``.
-
-    ``rtsp://user:pass@host/x`` becomes ``rtsp://user:***@host/x``. The userinfo is taken to end at
-    the *last* ``@`` so that unencoded ``@``, ``/``, ``?``, ``#`` or spaces in a password are hidden
-    too; the price is that an ``@`` later in the string may hide more than the password (never less).
-    Strings without a password come back unchanged.
-
-    Free text (an exception message, a log line) is accepted too: when it does not start with a
-    ``scheme://`` URL, every whitespace-delimited ``scheme://...`` token in it is redacted.
-    """
-    if _URL_AT_START.match(url):
-        return _redact_one_url(url)
-    return _URL_IN_TEXT.sub(lambda m: _redact_one_url(m.group()), url)
-
-
-def _redact_one_url(url: str) -> str:
-    scheme_end = url.find("://")
-    if scheme_end <= 0:
-        return url
-    authority_start = scheme_end + 3
-    rest = url[authority_start:]
-    at = rest.rfind("@")
-    if at < 0:
-        return url
-    user, sep, _password = rest[:at].partition(":")
-    if not sep:
-        return url
-    return f"{url[:authority_start]}{user}:***{rest[at:]}"
-
-
-def _url_password(url: str) -> str | None:
-    scheme_end = url.find("://")
-    if scheme_end <= 0:
-        return None
-    rest = url[scheme_end + 3 :]
-    at = rest.rfind("@")
-    if at < 0:
-        return None
-    _user, sep, password = rest[:at].partition(":")
-    return password if sep and password else None
-
-
-def _redact_text(text: str, secrets: Iterable[str] = ()) -> str:
-    """Redact every URL password in free text, then any known secret still present verbatim.
-
-    The second pass covers what the URL pattern cannot see, e.g. a password with whitespace.
-    """
-    text = _URL_IN_TEXT.sub(lambda m: _redact_one_url(m.group()), text)
-    for secret in sorted(secrets, key=len, reverse=True):
-        if len(secret) >= _MIN_LITERAL_SECRET:
-            text = text.replace(secret, "***")
-    return text
 
 
 # ------------------------------------------------------------------------------------------ locations
@@ -313,7 +254,7 @@ def _abspath(value: str | os.PathLike[str], base: Path) -> Path:
 
 def _short_repr(value: Any, secrets: Iterable[str] = ()) -> str:
     """``repr(value)``, redacted *before* it is cut short (a cut could split a URL before its ``@``)."""
-    text = _redact_text(repr(value), secrets)
+    text = redact_text(repr(value), secrets)
     return text if len(text) <= _REPR_MAX else text[: _REPR_MAX - 3] + "..."
 
 
@@ -595,8 +536,8 @@ def _validate(data: dict[str, Any], ctx: _Context, issues: list[ConfigIssue]) ->
         raise ConfigError(
             replace(
                 i,
-                location=_redact_text(i.location, ctx.secrets),
-                message=_redact_text(i.message, ctx.secrets),
+                location=redact_text(i.location, ctx.secrets),
+                message=redact_text(i.message, ctx.secrets),
             )
             for i in ordered
         )
@@ -608,7 +549,7 @@ def _secrets(cameras: Iterable[Any]) -> set[str]:
     found: set[str] = set()
     for camera in cameras:
         url = camera.get("url") if isinstance(camera, dict) else None
-        password = _url_password(url) if isinstance(url, str) else None
+        password = url_password(url) if isinstance(url, str) else None
         if password:
             found.add(password)
     return found

@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
 
 from configs.analytics import Severity
-from configs.loader import redact_url
+from configs.redact import redact_url
 from configs.schema import CAMERA_ID_PATTERN, ApiConfig, CameraConfig, StorageConfig
 from contracts.cameras import CameraStatus
 from contracts.errors import (

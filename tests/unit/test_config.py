@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from configs.loader import ConfigError, ConfigIssue, load_cameras, load_config, redact_url
+from configs.loader import ConfigError, ConfigIssue, load_cameras, load_config
+from configs.redact import redact_url
 from configs.schema import AppConfig
 
 ROOT = Path(__file__).resolve().parents[2]
