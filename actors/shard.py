@@ -69,6 +69,14 @@ class ShardSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class Incarnation:
+    """One process of a shard actor: equal answers mean the same process, a new one means Ray restarted it."""
+
+    pid: int
+    started_ts: float
+
+
+@dataclass(frozen=True, slots=True)
 class ShardStats:
     """Totals for one shard (what benchmarks and tests read)."""
 
@@ -300,9 +308,9 @@ class DecoderShard:
             return
         self.recorder.exports.uploaded(sidecar.event_id)
 
-    def incarnation(self) -> tuple[int, float]:
-        """(pid, start time) of this actor process: changes only if Ray restarted the shard."""
-        return os.getpid(), self._started_ts
+    def incarnation(self) -> Incarnation:
+        """This actor process (pid and start time): it changes only if Ray restarted the shard."""
+        return Incarnation(pid=os.getpid(), started_ts=self._started_ts)
 
     def stop(self, drain_timeout_s: float = 30.0) -> ShardStats:
         """Stop in reverse order of start: cameras, detector workers, recorder, spool."""

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import ray
 
+from actors.shard import Incarnation
 from serve_apps.remote_call import ActorCaller
 
 
@@ -16,7 +17,7 @@ class ShardRef:
     shard_id: str
     actor: ray.actor.ActorHandle
     node_id: str | None = None
-    incarnation: tuple[int, float] | None = None
+    incarnation: Incarnation | None = None
     last_seen_ts: float = 0.0
     live: bool = True
 
