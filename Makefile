@@ -54,7 +54,7 @@ rules-check: system-deps
 	promtool test rules configs/prometheus/alerts_test.yml
 
 test: venv system-deps footage lint rules-check
-	$(PY) -m pytest $(PYTEST_ARGS)
+	PYTHONFAULTHANDLER=1 $(PY) -m pytest $(PYTEST_ARGS)
 
 # The benchmarks on this machine (775 s measured on the 2-core box; results and plots in BENCH_OUT),
 # then the README's performance list regenerated from them and printed.

@@ -63,3 +63,22 @@ def vtest_path() -> Path:
     if not path.is_file():
         pytest.fail(f"{path} missing: run scripts/fetch_vtest.sh {path.parent} (make test does)")
     return path
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Name what is still running when the suite ends.
+
+    Threads or a Ray connection left alive by a fixture run C code while the interpreter
+    finalizes; that is where an exit-time crash comes from, so the summary lists them.
+    """
+    import sys
+    import threading
+
+    live = [t for t in threading.enumerate() if t is not threading.main_thread()]
+    ray_mod = sys.modules.get("ray")
+    ray_connected = bool(ray_mod is not None and ray_mod.is_initialized())
+    if live or ray_connected:
+        terminalreporter.section("left running at the end of the session")
+        terminalreporter.write_line(f"ray connected: {ray_connected}")
+        for t in live:
+            terminalreporter.write_line(f"thread {t.name!r} daemon={t.daemon} alive={t.is_alive()}")
