@@ -61,11 +61,11 @@ test: venv system-deps footage lint rules-check
 BENCH_OUT ?= benchmarks/results
 bench: venv footage
 	@start=$$(date +%s); \
-	$(PY) -m benchmarks.ingest --quick --out $(BENCH_OUT) && \
-	$(PY) -m benchmarks.ingest_rtsp --cameras 50 --out $(BENCH_OUT) && \
-	$(PY) -m benchmarks.inference --quick --out $(BENCH_OUT) && \
-	$(PY) -m benchmarks.e2e --resolution 360p --counts 32 40 48 --baseline-counts 32 40 48 --out $(BENCH_OUT) && \
-	$(PY) -m benchmarks.api --out $(BENCH_OUT) && \
+	$(PY) -m benchmarks.performance.ingest --quick --out $(BENCH_OUT) && \
+	$(PY) -m benchmarks.performance.ingest_rtsp --cameras 50 --out $(BENCH_OUT) && \
+	$(PY) -m benchmarks.performance.inference --quick --out $(BENCH_OUT) && \
+	$(PY) -m benchmarks.performance.e2e --resolution 360p --counts 32 40 48 --baseline-counts 32 40 48 --out $(BENCH_OUT) && \
+	$(PY) -m benchmarks.performance.api --out $(BENCH_OUT) && \
 	if [ "$(BENCH_OUT)" = benchmarks/results ]; then $(PY) -m benchmarks.report; \
 	else $(PY) -m benchmarks.report --results $(BENCH_OUT) --print-only; fi && \
 	echo "make bench: $$(( $$(date +%s) - start )) s wall, results in $(BENCH_OUT)"

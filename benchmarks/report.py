@@ -57,11 +57,11 @@ def _demo(lines: list[str]) -> None:
 def _ingest(lines: list[str]) -> None:
     r = _load("ingest")
     if r is None:
-        lines.append("* **Ingest** (`benchmarks/ingest.py`): not measured")
+        lines.append("* **Ingest** (`benchmarks/performance/ingest.py`): not measured")
         return
     per, ratios = r["cameras_per_core_derived"], r["ratios_ours_over_raw"]
     lines += [
-        f"* **Ingest** — `benchmarks/ingest.py` ({_link('ingest')}, {_machine(r)}): real-time cameras per "
+        f"* **Ingest** — `benchmarks/performance/ingest.py` ({_link('ingest')}, {_machine(r)}): real-time cameras per "
         "core of our ingest path, and its ratio to a plain PyAV loop decoding the same file (target >= 0.9):",
         "",
         "  | | keyframe @1 fps | sampled @1 fps | every frame |",
@@ -95,7 +95,8 @@ def _ingest_rtsp(lines: list[str]) -> None:
     ]
     raw = [p["cameras_per_core"] for p in r["points"] if p["reader"] == "raw"]
     lines.append(
-        f"* **Live RTSP ingest** — `benchmarks/ingest_rtsp.py` ({_link('ingest_rtsp')}, {_machine(r)}): 360p keyframe "
+        f"* **Live RTSP ingest** — `benchmarks/performance/ingest_rtsp.py` ({_link('ingest_rtsp')}, {_machine(r)}): "
+        f"360p keyframe "
         f"@1 fps from the GStreamer simulator, this process's CPU only; a plain PyAV reader holds "
         f"{min(raw):.0f}-{max(raw):.0f} cameras/core (receiving RTP costs more than decoding keyframes); ours: "
         + "; ".join(cells)
@@ -106,7 +107,7 @@ def _ingest_rtsp(lines: list[str]) -> None:
 def _inference(lines: list[str]) -> None:
     r = _load("inference")
     if r is None:
-        lines.append("* **Inference** (`benchmarks/inference.py`): not measured")
+        lines.append("* **Inference** (`benchmarks/performance/inference.py`): not measured")
         return
     best = r["ratios"]["best"]
     res = r["results"]
@@ -128,7 +129,7 @@ def _inference(lines: list[str]) -> None:
             b, v = top(series)
             parts.append(f"{label} {v:.0f} img/s at B={b} ({v / raw:.2f}x)")
     lines.append(
-        f"* **Inference** — `benchmarks/inference.py` ({_link('inference')}, {_machine(r)}): "
+        f"* **Inference** — `benchmarks/performance/inference.py` ({_link('inference')}, {_machine(r)}): "
         f"{r['model']} on {r['backend']}, raw runner best {raw:.0f} img/s (B={raw_b}); behind Serve "
         "(best vs raw best, target >= 0.85): " + "; ".join(parts) + "."
     )
@@ -175,7 +176,7 @@ def _e2e(lines: list[str]) -> None:
         limit = r.get("machine_ceiling")
         where = _stage_text(best["extra"]) if best else ""
         lines.append(
-            f"* **End to end, {res}** — `benchmarks/e2e.py --resolution {res}` ({_link(f'e2e_{res}')}, "
+            f"* **End to end, {res}** — `benchmarks/performance/e2e.py --resolution {res}` ({_link(f'e2e_{res}')}, "
             f"{_machine(r)}): cameras held at 1 analytics fps with p99 frame age <= 1 s: product "
             f"{held['product']}, baseline one-process program {held['baseline']} -> "
             f"{ratio_text} (target 4x)"
@@ -206,7 +207,7 @@ def _e2e(lines: list[str]) -> None:
             + "."
         )
     if not found:
-        lines.append("* **End to end** (`benchmarks/e2e.py`): not measured")
+        lines.append("* **End to end** (`benchmarks/performance/e2e.py`): not measured")
 
 
 def _2(x: float | None) -> str:
@@ -216,7 +217,7 @@ def _2(x: float | None) -> str:
 def _accuracy(lines: list[str]) -> None:
     a = _load("accuracy")
     if a is None:
-        lines.append("* **Accuracy** (`benchmarks/accuracy.py`): not measured")
+        lines.append("* **Accuracy** (`python -m benchmarks.accuracy`): not measured")
         return
     fs = a["fire_smoke"]
     val, tun = fs["splits"]["validation"], fs["splits"]["tuning"]
@@ -240,7 +241,8 @@ def _accuracy(lines: list[str]) -> None:
         if v in crowd
     ]
     lines.append(
-        f"* **Accuracy** — `benchmarks/accuracy.py` ({_link('accuracy')}; target P, R >= 0.9, water MAE <= 2 cm): "
+        f"* **Accuracy** — `python -m benchmarks.accuracy` ({_link('accuracy')}; "
+        f"target P, R >= 0.9, water MAE <= 2 cm): "
         f"{fire_smoke}; "
         f"water level MAE {water['mae_cm']} cm, events P {water['precision']} / R {water['recall']}; "
         f"intrusion P {intr['precision']} / R {intr['recall']}, loitering P {loit['precision']} / R {loit['recall']}; "
@@ -262,7 +264,9 @@ def _api(lines: list[str]) -> None:
         parts.append(f"{route}: " + ", ".join(cells))
     if parts:
         lines.append(
-            f"* **Control API** — `benchmarks/api.py` ({_link('api')}, {_machine(r)}): " + "; ".join(parts) + "."
+            f"* **Control API** — `benchmarks/performance/api.py` ({_link('api')}, {_machine(r)}): "
+            + "; ".join(parts)
+            + "."
         )
 
 

@@ -12,7 +12,7 @@ bounded loads", Mirrokni et al. 2016). Placement is sticky:
   up the cameras that score lowest for them, and those go to the shards with room; about the new
   shard's fair share moves, nothing else.
 
-Costs are in CPU cores, from the per-core figures ``benchmarks/ingest.py`` measured
+Costs are in CPU cores, from the per-core figures ``benchmarks/performance/ingest.py`` measured
 (:data:`CAMERAS_PER_CORE_30FPS`); a test checks this table against
 ``benchmarks/results/ingest.json`` so the two cannot drift apart.
 """

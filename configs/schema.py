@@ -179,7 +179,7 @@ class DetectorConfig(_Model):
         le=1920,
         multiple_of=32,
         description="Run at this square size instead of input_size (YOLOX is fully convolutional). "
-        "benchmarks/eval_crowd_events.py: 800 px counts dense crowds far better than 416, at ~3.5x the cost.",
+        "benchmarks/accuracy/eval_crowd_events.py: 800 px counts dense crowds far better than 416, at ~3.5x the cost.",
     )
     name: str | None = Field(
         default=None,

@@ -38,7 +38,7 @@ past is made against the sample about one second earlier (``compare_gap_s``), so
   second ago; most of the view changing at once restarts the background.
 
 Grayscale frames (or colour frames without chroma) can never be fire: the flame test needs saturated red-yellow
-pixels. ``benchmarks/eval_fire.py`` measures the rule on a tuning and a held-out validation set of real footage
+pixels. ``benchmarks/accuracy/eval_fire.py`` measures the rule on a tuning and a held-out validation set of real footage
 (``tests/data/fire_smoke_split.json``); the README quotes the validation figures and what still fools it.
 
 **A learned model instead, or as well** (``FireSmokeConfig.source``). When an operator has a fire/smoke detector
@@ -102,7 +102,7 @@ class FireSmokeTuning:
 
     Colours are OpenCV's 8-bit HSV (hue 0..180 for 0..360°, saturation and value 0..255) and 8-bit BGR. Areas are
     shares of the region of interest. Fire cues work at ``work_width_px``, smoke cues at half of it. The defaults
-    were set on the tuning clips of ``tests/data/fire_smoke_split.json`` only; see ``benchmarks/eval_fire.py``.
+    were set on the tuning clips of ``tests/data/fire_smoke_split.json`` only; see ``benchmarks/accuracy/eval_fire.py``.
     """
 
     work_width_px: int = 320

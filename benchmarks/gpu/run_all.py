@@ -44,7 +44,7 @@ ROOT = Path(__file__).resolve().parents[2]
 DEVICE_LIMIT_MIB = 64.0
 MODEL = "yolox_nano"
 # Prepared streams the bundle carries: (tag, glob in the streams folder, loop to at least this many
-# seconds). Looped (remuxed, benchmarks/ingest.py's loop_file) so decoders rarely rewind: ~10 MB
+# seconds). Looped (remuxed, benchmarks/performance/ingest.py's loop_file) so decoders rarely rewind: ~10 MB
 # and ~3 MB.
 STREAMS: tuple[tuple[str, str], ...] = (
     ("1080p", "town_centre_pedestrians.h264.gop1s.native.*.x6.mp4"),
@@ -101,7 +101,7 @@ def prepare(args: argparse.Namespace) -> int:
             base = sorted(args.streams.glob(pattern.replace(".x6.mp4", ".mp4").replace(".x3.mp4", ".mp4")))
             if not base:
                 raise SystemExit(f"no {pattern} in {args.streams} ({tag}): run `make footage`")
-            from benchmarks.ingest import loop_file  # here only (PyAV); imports no Ray
+            from benchmarks.performance.ingest import loop_file  # here only (PyAV); imports no Ray
 
             found = [loop_file(base[0], LOOP_S[tag])[0]]
         dst = bundle / "streams" / f"{tag}.mp4"

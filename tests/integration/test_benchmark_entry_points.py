@@ -17,7 +17,8 @@ import pytest
 from tests.conftest import ROOT
 
 BENCH = ROOT / "benchmarks"
-LIBRARIES = {"__init__", "common", "cpu_accounting"}  # imported by the scripts, not run
+GROUPS = ("performance", "accuracy", "gpu")  # what a benchmark measures; nothing runnable outside them but report
+LIBRARIES = {"__init__", "common", "performance.cpu_accounting"}  # imported by the scripts, not run
 TINY_RUNS = {
     "gpu.e2e_loop": "tests/integration/test_gpu_scripts_cpu.py::test_e2e_loop_quick_on_cpu",
     "gpu.run_all": "tests/integration/test_gpu_scripts_cpu.py::test_run_all_dry_run_with_a_tiny_budget",
@@ -27,9 +28,21 @@ TINY_RUNS = {
 
 
 def scripts() -> list[str]:
+    """Every runnable benchmark as its module name under ``benchmarks`` (``accuracy`` is its package's __main__)."""
     names = [p.stem for p in BENCH.glob("*.py") if p.stem not in LIBRARIES]
-    names += [f"gpu.{p.stem}" for p in (BENCH / "gpu").glob("*.py") if p.stem != "__init__"]
+    for group in GROUPS:
+        for p in (BENCH / group).glob("*.py"):
+            name = group if p.stem == "__main__" else f"{group}.{p.stem}"
+            if p.stem != "__init__" and name not in LIBRARIES:
+                names.append(name)
     return sorted(names)
+
+
+def test_benchmarks_live_in_their_groups() -> None:
+    folders = sorted(p.name for p in BENCH.iterdir() if p.is_dir() and p.name not in {"results", "__pycache__"})
+    assert folders == sorted(GROUPS), f"benchmarks are grouped as {GROUPS}; found folders {folders}"
+    loose = sorted(p.stem for p in BENCH.glob("*.py") if p.stem not in {"__init__", "common", "report"})
+    assert loose == [], f"move these into one of {GROUPS}: {loose}"
 
 
 def test_no_benchmark_edits_sys_path() -> None:

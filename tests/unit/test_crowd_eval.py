@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from actors.analytics.registry import build_rules
-from benchmarks.eval_crowd_events import (
+from benchmarks.accuracy.eval_crowd_events import (
     Scenario,
     Window,
     camera_for,

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from benchmarks.eval_fire import SPLIT_FILE, load_split, sample_times
+from benchmarks.accuracy.eval_fire import SPLIT_FILE, load_split, sample_times
 
 
 def test_the_split_file_loads_and_has_both_splits_with_positives_and_negatives() -> None:

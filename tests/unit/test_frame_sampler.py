@@ -40,7 +40,7 @@ def test_the_stream_and_the_ingest_benchmark_use_it() -> None:
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[2]
-    for path in ("actors/stream.py", "benchmarks/ingest.py"):
+    for path in ("actors/stream.py", "benchmarks/performance/ingest.py"):
         text = (root / path).read_text(encoding="utf-8")
         assert "FrameSampler(" in text, path
         assert "interval_s * 0.5" not in text, f"{path} has its own copy of the sampling rule"

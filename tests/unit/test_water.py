@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from actors.analytics.water import HOLD_S, MIN_CONFIDENCE, WaterLevelEstimator, WaterLevelRule
-from benchmarks.render_water import SCENES, Scene, render_frame
+from benchmarks.accuracy.render_water import SCENES, Scene, render_frame
 from configs.analytics import Lifecycle
 from contracts.events import EventPhase, EventTransition
 

@@ -17,7 +17,7 @@ detector under-counts), max absolute error, label and detected totals; and the f
 
 The labels were counted by eye (see the file's ``rule``); dense street frames carry about +-3 of label noise.
 
-Run: ``.venv/bin/python -m benchmarks.eval_crowd [--models-dir ../shared/models] [--clips-dir
+Run: ``.venv/bin/python -m benchmarks.accuracy.eval_crowd [--models-dir ../shared/models] [--clips-dir
 ../shared/data/clips] [--vtest .cache/footage/vtest.avi]``; prints JSON.
 """
 
@@ -35,7 +35,7 @@ from actors.analytics.zones import PERSON_LABEL, count_people_in_zone
 from cluster.footage import read_frame
 from serve_apps.detector.onnx_runner import load_detector
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 MODELS = ("yolox_nano", "person_lwpd")
 # Larger input sizes, measured because the default sizes under-count dense scenes (people 40-120 px tall):

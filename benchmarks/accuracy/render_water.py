@@ -28,7 +28,7 @@ Files: :func:`render_scene` writes ``<name>.<digest>.mp4`` (H.264, 1 s GOP, no B
 ``.cache/water/`` by default; the digest covers the scene and the renderer's recipe, so a
 changed scene renders again.
 
-Run: ``.venv/bin/python -m benchmarks.render_water [--out DIR] [--scene NAME ...]``.
+Run: ``.venv/bin/python -m benchmarks.accuracy.render_water [--out DIR] [--scene NAME ...]``.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ import numpy as np
 
 from configs.analytics import WaterGaugeConfig
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 CACHE_DIR = REPO / ".cache" / "water"
 # Bump when the rendering or encoding recipe changes: cached files are then rendered again.

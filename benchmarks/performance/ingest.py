@@ -20,7 +20,7 @@ mode) so that a container open, which a live camera does once, does not weigh.
 Part 3 runs K = 100, 200, 300 cameras (``--cameras``; quick: 100, 300) with both CPUs allowed; a camera
 keeps up when its packets in the window are within 5 % of window x fps.
 
-Run: ``.venv/bin/python -m benchmarks.ingest [--quick] [--out benchmarks/results]``.
+Run: ``.venv/bin/python -m benchmarks.performance.ingest [--quick] [--out benchmarks/results]``.
 """
 
 from __future__ import annotations
@@ -46,9 +46,9 @@ from benchmarks.common import CpuSample, cpu_timer, loadavg, median, pinned_to_o
 from cluster.footage import prepare_stream, probe
 from configs.schema import CameraConfig, DecodeMode, IngestConfig, RecorderConfig
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
-log = logging.getLogger("benchmarks.ingest")
+log = logging.getLogger("benchmarks.performance.ingest")
 
 CLIPS_DIR = REPO.parent / "shared" / "data" / "clips"
 CACHE_DIR = REPO / ".cache" / "streams"
@@ -768,7 +768,7 @@ def main(argv: list[str] | None = None) -> int:
             "pyav_thread_type": "PyAV default (SLICE, thread_count 0); x264 streams have one slice per frame",
         },
         "commands": {
-            "benchmark": " ".join([".venv/bin/python", "benchmarks/ingest.py", *(argv or sys.argv[1:])]),
+            "benchmark": " ".join([".venv/bin/python", "benchmarks/performance/ingest.py", *(argv or sys.argv[1:])]),
             "raw_loops": RAW_DESCRIPTIONS,
             "ours": "CameraStream(cfg(decode_mode=mode, analytics_fps=1, loop=False), realtime=False, "
             "ring=PacketRing(15 s, 16 MiB), on_frame=no-op); one stream per pass, started and joined in turn",

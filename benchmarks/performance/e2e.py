@@ -24,7 +24,7 @@ through YOLOX-Nano on onnxruntime (the same runner and thread count) behind a lo
 
 The sweep stops at the first failing count (the knee) after at least one pass.
 
-Run: ``.venv/bin/python -m benchmarks.e2e [--resolution 360p] [--counts 16 32 48 64 80 96]
+Run: ``.venv/bin/python -m benchmarks.performance.e2e [--resolution 360p] [--counts 16 32 48 64 80 96]
 [--baseline-counts 8 16 24 32]``; JSON in ``benchmarks/results/e2e_<resolution>.json``.
 """
 
@@ -49,8 +49,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from actors.metrics import FRAME_STAGES
 from benchmarks.common import cpu_timer, loadavg, write_result
-from benchmarks.cpu_accounting import cores_between, cpu_snapshot
-from benchmarks.ingest import clip_of, raw_keyframe_bgr
+from benchmarks.performance.cpu_accounting import cores_between, cpu_snapshot
+from benchmarks.performance.ingest import clip_of, raw_keyframe_bgr
 from cluster.footage import prepare_stream, probe
 from cluster.rtsp_sim import RtspSimulator, system_ready
 from cluster.runtime import Runtime
@@ -61,12 +61,12 @@ from serve_apps.detector.onnx_runner import DetectorBase
 from serve_apps.detector.preprocess import letterbox
 from serve_apps.metrics_export import TARGETS_ACTOR, free_port
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("OPENCV_FFMPEG_CAPTURE_OPTIONS", "rtsp_transport;tcp")
 
-log = logging.getLogger("benchmarks.e2e")
+log = logging.getLogger("benchmarks.performance.e2e")
 
 HEIGHTS = {"360p": 360, "720p": None}  # the footage is 720p natively
 MIN_RATE_FRAC = 0.9
@@ -515,7 +515,7 @@ def main(argv: list[str] | None = None) -> int:
         type=int,
         default=1,
         help="onnxruntime threads, no spinning (both programs; the product default: on shared cores one thread "
-        "costs 16 CPU-ms per image, two spinning threads 22-43; benchmarks/ort_threads.py)",
+        "costs 16 CPU-ms per image, two spinning threads 22-43; benchmarks/performance/ort_threads.py)",
     )
     ap.add_argument(
         "--source", type=Path, default=REPO.parent / "shared" / "data" / "clips" / "street_people_walking.mp4"

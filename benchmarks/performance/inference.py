@@ -44,7 +44,7 @@ batch size. When the machine is saturated (every series here keeps all cores bus
 ratio is also ~ raw CPU-ms per image / Serve CPU-ms per image summed over all processes:
 the ``*_cpu_ms_per_image`` fields say which process the extra went to.
 
-Run: ``.venv/bin/python -m benchmarks.inference [--quick] [--models-dir ../shared/models]``.
+Run: ``.venv/bin/python -m benchmarks.performance.inference [--quick] [--models-dir ../shared/models]``.
 """
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ import ray
 from ray import serve
 
 from benchmarks.common import loadavg, write_result
-from benchmarks.cpu_accounting import CpuSnapshot, cores_between, cpu_snapshot
+from benchmarks.performance.cpu_accounting import CpuSnapshot, cores_between, cpu_snapshot
 from configs.schema import DetectorConfig
 from contracts.detector import DetectRequest, DetectResult, Letterboxed
 from serve_apps.detector.deployment import (
@@ -85,12 +85,12 @@ from serve_apps.detector.onnx_runner import DetectorBase
 from serve_apps.detector.preprocess import letterbox
 from serve_apps.metrics_export import free_port
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 # A local benchmark cluster: no usage reporting, no token auth (read when Ray starts, as in cluster/runtime.py).
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
-log = logging.getLogger("benchmarks.inference")
+log = logging.getLogger("benchmarks.performance.inference")
 
 MODEL = "yolox_nano"
 INPUT_SIZE = 416

@@ -1,6 +1,6 @@
 """Live RTSP cameras per core: our CameraStream against a plain PyAV reader, on the real simulator.
 
-``benchmarks/ingest.py`` measures decode work on files. A city's cameras arrive over RTSP, where
+``benchmarks/performance/ingest.py`` measures decode work on files. A city's cameras arrive over RTSP, where
 receiving costs too: FFmpeg reads RTP packets one or two system calls at a time (over TCP, a
 4-byte interleave header and then the payload). This benchmark runs K cameras of the project's
 GStreamer RTSP simulator (360p, 1 s GOP, 30 fps) into this process, keyframe-only at 1 analytics
@@ -13,7 +13,7 @@ recorded beside). Two readers, in the same run, on the same simulator:
 
 A camera keeps up when its packets in the window are within 5 % of window x fps.
 
-Run: ``.venv/bin/python -m benchmarks.ingest_rtsp [--cameras 50 100] [--transports tcp udp]``;
+Run: ``.venv/bin/python -m benchmarks.performance.ingest_rtsp [--cameras 50 100] [--transports tcp udp]``;
 JSON in ``benchmarks/results/ingest_rtsp.json``.
 """
 
@@ -32,8 +32,8 @@ from actors.frame_sampler import FrameSampler
 from actors.packets import PacketRing
 from actors.stream import CameraStream
 from benchmarks.common import cpu_timer, write_result
-from benchmarks.cpu_accounting import cores_between, cpu_snapshot
-from benchmarks.ingest import (
+from benchmarks.performance.cpu_accounting import cores_between, cpu_snapshot
+from benchmarks.performance.ingest import (
     ANALYTICS_FPS,
     INGEST,
     KEEP_UP_TOLERANCE,
@@ -45,7 +45,7 @@ from cluster.footage import prepare_stream, probe
 from cluster.rtsp_sim import RtspSimulator, system_ready
 from configs.schema import CameraConfig
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 SOURCE = REPO.parent / "shared" / "data" / "clips" / "street_people_walking.mp4"
 

@@ -1,6 +1,6 @@
 """Accuracy of the water-level reader and the barrier alarm on rendered flood footage.
 
-For each scene of :mod:`benchmarks.render_water` (rendered once into ``.cache/water/``), the
+For each scene of :mod:`benchmarks.accuracy.render_water` (rendered once into ``.cache/water/``), the
 clip is decoded the way the product's keyframe ingest mode decodes a camera: non-key packets
 are never handed to the decoder (and the decoder skips non-key frames), so the reader sees
 one frame a second. Each keyframe goes through :class:`WaterLevelRule` (and so
@@ -19,7 +19,7 @@ Reported per scene and overall:
   plus keyframe sampling), so the difference is what the reader adds.
 * ``ms_per_frame``: CPU time of the rule (strip, estimate, lifecycle) per keyframe, median.
 
-Run: ``.venv/bin/python -m benchmarks.eval_water [--out DIR] [--scene NAME ...]`` (prints JSON).
+Run: ``.venv/bin/python -m benchmarks.accuracy.eval_water [--out DIR] [--scene NAME ...]`` (prints JSON).
 """
 
 from __future__ import annotations
@@ -38,11 +38,11 @@ import numpy as np
 
 from actors.analytics.events import EventLifecycle
 from actors.analytics.water import WaterLevelRule, WaterReading
-from benchmarks.render_water import CACHE_DIR, SCENES, Scene, render_scene
+from benchmarks.accuracy.render_water import CACHE_DIR, SCENES, Scene, render_scene
 from configs.analytics import SEVERITY_RANK, WaterGaugeConfig
 from contracts.events import EventPhase, EventTransition
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 MAE_TARGET_CM = 2.0
 
@@ -194,7 +194,7 @@ def evaluate(out_dir: Path | None = None, scenes: list[str] | None = None) -> di
 
     Args:
         out_dir: Where the rendered clips and truths are cached (default ``.cache/water``).
-        scenes: Scene names (default: all of :data:`benchmarks.render_water.SCENES`).
+        scenes: Scene names (default: all of :data:`benchmarks.accuracy.render_water.SCENES`).
     """
     out_dir = CACHE_DIR if out_dir is None else out_dir
     per: dict[str, dict[str, Any]] = {}

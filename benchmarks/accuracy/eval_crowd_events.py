@@ -22,7 +22,7 @@ A stricter score (``strict``) also asks a matched pair to share time: temporal I
 precision/recall (an event open at a sample vs ``count >= threshold``) and the count MAE on the labelled samples
 are reported too.
 
-Run: ``.venv/bin/python -m benchmarks.eval_crowd_events [--models-dir ../shared/models] [--clips-dir
+Run: ``.venv/bin/python -m benchmarks.accuracy.eval_crowd_events [--models-dir ../shared/models] [--clips-dir
 ../shared/data/clips] [--vtest .cache/footage/vtest.avi]``; prints JSON.
 """
 
@@ -47,7 +47,7 @@ from contracts.detector import Detection
 from contracts.events import EventPhase, EventTransition
 from serve_apps.detector.onnx_runner import load_detector
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 VTEST_NAME = "vtest.avi"
 DEFAULT_EVENTS = REPO / "tests" / "data" / "crowd_events.json"

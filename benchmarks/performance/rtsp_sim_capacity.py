@@ -12,7 +12,7 @@ and once every client is streaming, measure over ``--measure-s`` seconds:
 
 Usage::
 
-    .venv/bin/python -m benchmarks.rtsp_sim_capacity --clients 50 100 200
+    .venv/bin/python -m benchmarks.performance.rtsp_sim_capacity --clients 50 100 200
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ import av
 from cluster.footage import prepare_stream
 from cluster.rtsp_sim import RtspSimulator
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 CLIENTS_PER_WORKER = 25

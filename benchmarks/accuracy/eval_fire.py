@@ -18,7 +18,7 @@ Where the footage comes from: ``../shared/data/clips`` and Debian's ``opencv-doc
 puts its videos under ``.cache/footage/opencv-doc``). What is missing is said in the split file and the README:
 the validation positives are held-out later halves of the two fire clips, not unseen scenes.
 
-Run: ``.venv/bin/python -m benchmarks.eval_fire [--out benchmarks/results]`` (prints JSON).
+Run: ``.venv/bin/python -m benchmarks.accuracy.eval_fire [--out benchmarks/results]`` (prints JSON).
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ from actors.analytics.fire import FireSmokeRule
 from configs.analytics import FireSmokeConfig
 from contracts.events import EventPhase
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 SHARED_CLIPS = REPO.parent / "shared" / "data" / "clips"
 OPENCV_DOC = REPO / ".cache" / "footage" / "opencv-doc"

@@ -7,7 +7,7 @@ footage in three settings (2 threads spinning = onnxruntime's default, 2 threads
 1 thread), each alone and beside a process that keeps one core ~60 % busy in short bursts (as
 shards and the RTSP simulator do), and records images/s and CPU-ms per image of this process.
 
-Run: ``.venv/bin/python -m benchmarks.ort_threads``; JSON in ``benchmarks/results/ort_threads.json``.
+Run: ``.venv/bin/python -m benchmarks.performance.ort_threads``; JSON in ``benchmarks/results/ort_threads.json``.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from benchmarks.common import cpu_timer, write_result
 from serve_apps.detector.onnx_runner import load_detector
 from serve_apps.detector.preprocess import letterbox
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 SETTINGS = {"2 threads, spinning": (2, True), "2 threads, no spinning": (2, False), "1 thread": (1, False)}
 BURNER = """

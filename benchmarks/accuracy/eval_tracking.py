@@ -51,7 +51,7 @@ interval +- ``tolerance_s`` (2 s) and that interval was not matched yet; every o
 event is a false positive (a second event for the same interval is a ``duplicate`` and
 counts as a false positive too); an interval no event matched is a false negative.
 
-Run: ``.venv/bin/python -m benchmarks.eval_tracking [--seeds 5] [--seed-base 1000] [--n-per-type 100]
+Run: ``.venv/bin/python -m benchmarks.accuracy.eval_tracking [--seeds 5] [--seed-base 1000] [--n-per-type 100]
 [--out DIR]``; prints JSON: ``normal`` (10 % misses, +-5 px), ``harsh`` (20 %, +-10 px) and
 ``harsh_bursty`` (the same misses in runs of 3 frames) at 1 fps, and normal at 2 and 5 fps,
 each pooled over the seeds, with the worst seed's precision and recall.
@@ -96,7 +96,7 @@ from configs.schema import ZoneConfig
 from contracts.detector import Detection
 from contracts.events import EventPhase
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 WIDTH_PX, HEIGHT_PX = 1280, 720
 TIMEZONE = "Asia/Seoul"

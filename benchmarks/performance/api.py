@@ -16,7 +16,7 @@ the cameras, the detector) shares this machine's cores, so the figures are the w
 box, not the API alone. Written to ``benchmarks/results/api.json`` with machine, versions, commit
 and command.
 
-    .venv/bin/python -m benchmarks.api [--duration-s 15] [--concurrency 1 8 32] [--cameras 4]
+    .venv/bin/python -m benchmarks.performance.api [--duration-s 15] [--concurrency 1 8 32] [--cameras 4]
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from configs.schema import AppConfig, CameraConfig, ClusterConfig, DetectorConfi
 from serve_apps.metrics_export import free_port
 from tests.support.wait import WaitTimeout, wait_for
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 VTEST = REPO / ".cache" / "footage" / "vtest.avi"
 STREAMS = REPO / ".cache" / "streams"

@@ -22,10 +22,10 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks import eval_crowd, eval_crowd_events, eval_fire, eval_tracking, eval_water
+from benchmarks.accuracy import eval_crowd, eval_crowd_events, eval_fire, eval_tracking, eval_water
 from cluster.provenance import provenance
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 TARGETS = {"event_recall_min": 0.9, "event_precision_min": 0.9, "water_mae_cm_max": 2.0}
 

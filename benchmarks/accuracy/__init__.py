@@ -1,0 +1,1 @@
+"""Accuracy of the analytics rules on labelled footage (run all: python -m benchmarks.accuracy)."""

@@ -1,0 +1,1 @@
+"""Throughput and capacity: ingest, RTSP receive, inference, end to end, the control API."""
