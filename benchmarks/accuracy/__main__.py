@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 from benchmarks.accuracy import eval_crowd, eval_crowd_events, eval_fire, eval_tracking, eval_water
+from benchmarks.accuracy.render_water import SCENES
 from cluster.provenance import provenance
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -30,15 +31,25 @@ ROOT = Path(__file__).resolve().parents[2]
 TARGETS = {"event_recall_min": 0.9, "event_precision_min": 0.9, "water_mae_cm_max": 2.0}
 
 
-def main() -> int:
+SECTIONS = ("crowd_counts", "crowd_events", "fire_smoke", "water_level", "intrusion_loitering")
+
+
+def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     p.add_argument("--shared", type=Path, default=ROOT.parent / "shared")
-    args = p.parse_args()
+    p.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS), help="default: all")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="tiny inputs for a smoke run (water: one 4 s scene; intrusion/loitering: 1 seed x 5 scenarios); "
+        "its figures mean nothing",
+    )
+    args = p.parse_args(argv)
     clips = args.shared / "data" / "clips"
     vtest = ROOT / ".cache" / "footage" / "vtest.avi"
-    report: dict[str, object] = {"provenance": provenance(), "targets": TARGETS}
-    sections = {
+    report: dict[str, object] = {"provenance": provenance(), "targets": TARGETS, "quick": args.quick}
+    all_sections = {
         "crowd_counts": lambda: eval_crowd.evaluate(
             ROOT / "tests" / "data" / "crowd_labels.json", clips, vtest, args.shared / "models"
         ),
@@ -50,9 +61,14 @@ def main() -> int:
             args.shared / "models",
         ),
         "fire_smoke": lambda: eval_fire.evaluate(shared_clips=clips),
-        "water_level": lambda: eval_water.evaluate(),
-        "intrusion_loitering": lambda: eval_tracking.evaluate(),
+        "water_level": lambda: (
+            eval_water.evaluate(scenes=[min(SCENES, key=lambda s: SCENES[s].duration_s)], duration_s=4.0)
+            if args.quick
+            else eval_water.evaluate()
+        ),
+        "intrusion_loitering": lambda: eval_tracking.evaluate(n_per_type=5 if args.quick else 100),
     }
+    sections = {name: all_sections[name] for name in args.sections}
     for name, run in sections.items():
         t0 = time.monotonic()
         report[name] = run()

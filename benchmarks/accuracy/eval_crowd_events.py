@@ -509,8 +509,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--clips-dir", type=Path, default=DEFAULT_CLIPS)
     p.add_argument("--vtest", type=Path, default=DEFAULT_VTEST)
     p.add_argument("--models-dir", type=Path, default=DEFAULT_MODELS)
+    p.add_argument(
+        "--variants",
+        nargs="+",
+        choices=[f"{m}@{s}" for m, s in VARIANTS],
+        default=None,
+        help="detector variants as model@size (default all; the first is the deployment default)",
+    )
     args = p.parse_args(argv)
-    print(json.dumps(evaluate(args.events, args.labels, args.clips_dir, args.vtest, args.models_dir), indent=1))
+    variants = (
+        VARIANTS if args.variants is None else tuple((v.split("@")[0], int(v.split("@")[1])) for v in args.variants)
+    )
+    result = evaluate(args.events, args.labels, args.clips_dir, args.vtest, args.models_dir, variants)
+    print(json.dumps(result, indent=1))
     return 0
 
 

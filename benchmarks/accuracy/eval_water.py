@@ -38,7 +38,7 @@ import numpy as np
 
 from actors.analytics.events import EventLifecycle
 from actors.analytics.water import WaterLevelRule, WaterReading
-from benchmarks.accuracy.render_water import CACHE_DIR, SCENES, Scene, render_scene
+from benchmarks.accuracy.render_water import CACHE_DIR, SCENES, Scene, render_scene, shortened
 from configs.analytics import SEVERITY_RANK, WaterGaugeConfig
 from contracts.events import EventPhase, EventTransition
 
@@ -189,17 +189,20 @@ def evaluate_scene(scene: Scene, out_dir: Path) -> dict[str, Any]:
     }
 
 
-def evaluate(out_dir: Path | None = None, scenes: list[str] | None = None) -> dict[str, Any]:
+def evaluate(
+    out_dir: Path | None = None, scenes: list[str] | None = None, duration_s: float | None = None
+) -> dict[str, Any]:
     """Render (cached) and evaluate every scene (or ``scenes``); per-scene and overall metrics.
 
     Args:
         out_dir: Where the rendered clips and truths are cached (default ``.cache/water``).
         scenes: Scene names (default: all of :data:`benchmarks.accuracy.render_water.SCENES`).
+        duration_s: Cut every scene to this length (tiny runs); default each scene's own.
     """
     out_dir = CACHE_DIR if out_dir is None else out_dir
     per: dict[str, dict[str, Any]] = {}
     for name in scenes or list(SCENES):
-        per[name] = evaluate_scene(SCENES[name], out_dir)
+        per[name] = evaluate_scene(shortened(SCENES[name], duration_s), out_dir)
     errs = np.concatenate([np.asarray(m.pop("_err")) for m in per.values()])
     n_pred = sum(m["events_pred"] for m in per.values())
     n_true = sum(m["events_true"] for m in per.values())
@@ -223,8 +226,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=None, help="Render cache (default .cache/water).")
     ap.add_argument("--scene", action="append", choices=sorted(SCENES))
+    ap.add_argument("--duration-s", type=float, default=None, help="cut each scene to this length (tiny runs)")
     args = ap.parse_args(argv)
-    print(json.dumps(evaluate(args.out, args.scene), indent=2))
+    print(json.dumps(evaluate(args.out, args.scene, args.duration_s), indent=2))
     return 0
 
 

@@ -661,14 +661,22 @@ def _encode(scene: Scene, dst: Path) -> None:
         out.mux(stream.encode(None))
 
 
+def shortened(scene: Scene, duration_s: float | None) -> Scene:
+    """``scene`` cut to ``duration_s`` (its level script unchanged), or itself when None or already shorter."""
+    if duration_s is None or duration_s >= scene.duration_s:
+        return scene
+    return dataclasses.replace(scene, duration_s=duration_s)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=CACHE_DIR)
     ap.add_argument("--scene", action="append", choices=sorted(SCENES), help="Render only these (repeatable).")
     ap.add_argument("--png", action="store_true", help="Also write a PNG of each scene's middle frame.")
+    ap.add_argument("--duration-s", type=float, default=None, help="Cut each scene to this length (tiny runs).")
     args = ap.parse_args(argv)
     for name in args.scene or list(SCENES):
-        scene = SCENES[name]
+        scene = shortened(SCENES[name], args.duration_s)
         rendered = render_scene(scene, args.out)
         print(f"{name}: {rendered.video}")
         if args.png:

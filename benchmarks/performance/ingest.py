@@ -311,14 +311,18 @@ def clip_of(label: str, source: str, path: Path) -> Clip:
     )
 
 
-def prepare_clips(decode_min_s: float, keyframe_min_s: float) -> dict[str, dict[str, Clip]]:
-    """Per resolution, the file the decode-all family and the keyframe family play.
+def prepare_clips(
+    decode_min_s: float, keyframe_min_s: float, labels: tuple[str, ...] | None = None
+) -> dict[str, dict[str, Clip]]:
+    """Per resolution (all of :data:`RESOLUTIONS`, or those in ``labels``), the files the two families play.
 
     The keyframe family gets a longer file: it decodes ~1/30 of the frames, so a pass is
     short and the container open would otherwise weigh (see :func:`loop_file`).
     """
     out: dict[str, dict[str, Clip]] = {}
     for label, source, max_height in RESOLUTIONS:
+        if labels is not None and label not in labels:
+            continue
         base = prepare_stream(CLIPS_DIR / source, CACHE_DIR, gop_s=GOP_S, max_height=max_height)
         out[label] = {
             family: clip_of(label, source, loop_file(base, min_s)[0])
@@ -701,6 +705,13 @@ def main(argv: list[str] | None = None) -> int:
         help="K for the real-time validation (100 200 300; quick 100 300)",
     )
     ap.add_argument("--window-s", type=float, default=None, help="real-time window (20; quick 5)")
+    ap.add_argument(
+        "--resolutions",
+        nargs="+",
+        choices=[label for label, _, _ in RESOLUTIONS],
+        default=None,
+        help="measure only these (default all; 360p is always in: the real-time validation plays it)",
+    )
     ap.add_argument("--replot", action="store_true", help="only redraw the plot and table from <out>/ingest.json")
     args = ap.parse_args(argv)
     if args.replot:
@@ -722,7 +733,8 @@ def main(argv: list[str] | None = None) -> int:
             "load average %.2f > 1.0: other work shares this machine; CPU-time figures are less exact", load_start[0]
         )
     t0 = time.perf_counter()
-    files = prepare_clips(decode_min_s, keyframe_min_s)
+    labels = None if args.resolutions is None else tuple({"360p", *args.resolutions})
+    files = prepare_clips(decode_min_s, keyframe_min_s, labels)
     clips = [fam["decode"] for fam in files.values()]  # one per resolution, for labels and sizes
     tp: dict[str, dict[str, dict[str, Any]]] = {}
     with pinned_to_one_cpu() as cpu:
@@ -768,7 +780,7 @@ def main(argv: list[str] | None = None) -> int:
             "pyav_thread_type": "PyAV default (SLICE, thread_count 0); x264 streams have one slice per frame",
         },
         "commands": {
-            "benchmark": " ".join([".venv/bin/python", "benchmarks/performance/ingest.py", *(argv or sys.argv[1:])]),
+            "benchmark": " ".join([".venv/bin/python", "-m", "benchmarks.performance.ingest", *(argv or sys.argv[1:])]),
             "raw_loops": RAW_DESCRIPTIONS,
             "ours": "CameraStream(cfg(decode_mode=mode, analytics_fps=1, loop=False), realtime=False, "
             "ring=PacketRing(15 s, 16 MiB), on_frame=no-op); one stream per pass, started and joined in turn",

@@ -2,7 +2,8 @@
 
 ``python -m benchmarks.<name> --help`` imports the whole script (the product packages it uses included) and parses
 its arguments, so an import broken by a move or a removed helper fails here, not on the day someone runs the
-benchmark. The scripts that have a tiny-input run in the suite are named in ``TINY_RUNS``.
+benchmark. Each script also runs on a tiny input: in test_benchmark_tiny_runs.py, or, for those named in
+``TINY_RUNS``, in the test given there.
 """
 
 from __future__ import annotations

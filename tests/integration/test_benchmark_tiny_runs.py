@@ -1,0 +1,333 @@
+"""Every benchmark script runs end to end on a tiny input and writes what its full run writes.
+
+``--help`` (test_benchmark_entry_points.py) proves a script imports; this proves it still *works*: each one
+runs as ``python -m benchmarks.<group>.<name>`` in its own process on the real parts it measures (footage,
+the GStreamer RTSP simulator, onnxruntime, a local Ray with Serve, SeaweedFS), with inputs cut down until
+it takes seconds, and the result it writes is read back and checked for the fields the README and
+``benchmarks.report`` read. The figures of a tiny run mean nothing and are not checked against targets.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cluster.rtsp_sim import system_ready
+from tests.conftest import CACHE_DIR, CLIPS_DIR, MODELS_DIR, ROOT
+
+pytestmark = pytest.mark.slow
+
+DATA = ROOT / "tests" / "data"
+
+
+@dataclass(frozen=True)
+class TinyRun:
+    """One script's tiny run: its arguments (``{out}`` is the result folder) and a check of what it wrote."""
+
+    args: tuple[str, ...]
+    check: Callable[[Path, str], None]
+    timeout_s: float = 240.0
+    needs_rtsp: bool = False
+
+
+def _json(path: Path) -> Any:
+    assert path.is_file(), f"{path.name} was not written"
+    return json.loads(path.read_text())
+
+
+def _stdout_json(stdout: str) -> Any:
+    """The JSON document a script printed (the last ``{``-led block of its standard output)."""
+    start = stdout.find("{")
+    assert start >= 0, stdout[-2000:]
+    return json.loads(stdout[start:])
+
+
+def check_ingest(out: Path, _: str) -> None:
+    r = _json(out / "ingest.json")
+    assert r["cameras_per_core_derived"]["360p"]["ours_keyframe"] > 0
+    assert r["realtime_validation"] and r["realtime_validation"][0]["cameras"] == 10
+    assert (out / "ingest_cameras_per_core.png").stat().st_size > 0
+
+
+def check_ingest_rtsp(out: Path, _: str) -> None:
+    r = _json(out / "ingest_rtsp.json")
+    readers = {(p["reader"], p["transport"], p["cameras"]) for p in r["points"]}
+    assert readers == {("raw", "tcp", 2), ("ours", "tcp", 2)}, readers
+    assert all(p["cameras_per_core"] > 0 and p["packets_min_frac"] > 0 for p in r["points"])
+    assert "tcp/2" in r["ratio_ours_over_raw_per_core"]
+
+
+def check_sim_capacity(out: Path, _: str) -> None:
+    rows = _json(out / "sim.json")
+    assert [row["clients"] for row in rows] == [2], rows
+
+
+def check_ort_threads(out: Path, _: str) -> None:
+    points = _json(out / "ort_threads.json")["points"]
+    assert {p["batch"] for p in points} == {1}
+    assert all(p["images_per_s"] > 0 and p["cpu_ms_per_image"] > 0 for p in points)
+
+
+def check_inference(out: Path, _: str) -> None:
+    r = _json(out / "inference.json")
+    assert r["served_vs_raw_output"]["match"] is True, r["served_vs_raw_output"]
+    assert r["results"]["raw"]["1"]["images_per_s"] > 0
+    assert r["results"]["serve_handle"]["1"]["images_per_s"] > 0
+
+
+def check_e2e(out: Path, _: str) -> None:
+    r = _json(out / "e2e_360p.json")
+    assert r["machine_ceiling"]["cameras_ceiling"] > 0, r["machine_ceiling"]
+    assert [p["cameras"] for p in r["product"]] == [2]
+    assert [p["cameras"] for p in r["baseline"]] == [2]
+    assert all(0 <= p["frac_age_within_1s"] <= 1 for p in r["product"] + r["baseline"])
+
+
+def check_api(out: Path, _: str) -> None:
+    results = _json(out / "api.json")["results"]
+    assert results, "no endpoint measured"
+    for name, rows in results.items():
+        assert rows and all(row["requests"] > 0 and row["errors"] == {} for row in rows), (name, rows)
+
+
+def check_accuracy(out: Path, _: str) -> None:
+    r = _json(out / "accuracy.json")
+    assert r["quick"] is True
+    assert r["water_level"]["overall"]["frames"] > 0
+    assert set(r["intrusion_loitering"]) >= {"intrusion", "loitering"}, list(r["intrusion_loitering"])
+    assert "fire_smoke" not in r  # only the sections asked for
+
+
+def check_eval_crowd(_: Path, stdout: str) -> None:
+    models = _stdout_json(stdout)["models"]
+    assert models and all(len(m["frames"]) == 2 for m in models.values()), models
+
+
+def check_eval_crowd_events(_: Path, stdout: str) -> None:
+    r = _stdout_json(stdout)
+    assert list(r["variants"]) == ["person_lwpd@192"], list(r["variants"])
+    assert r["deployment_default"] == "person_lwpd@192"
+
+
+def check_eval_fire(out: Path, _: str) -> None:
+    r = _json(out / "eval_fire.json")
+    assert {c["split"] for c in r["clips"].values()} == {"tuning", "validation"}
+    assert set(r["splits"]) == {"tuning", "validation"}
+
+
+def check_eval_tracking(out: Path, _: str) -> None:
+    r = _json(out / "eval_tracking.json")
+    assert r["seeds"] == [1000] and r["n_per_type_per_seed"] == 2
+
+
+def check_eval_water(_: Path, stdout: str) -> None:
+    r = _stdout_json(stdout)
+    assert r["overall"]["frames"] > 0 and 0 <= r["overall"]["mae_cm"] < 100
+
+
+def check_render_water(out: Path, _: str) -> None:
+    assert list(out.glob("*.mp4")) and list(out.glob("*.json"))
+
+
+def check_nvdec_ingest(out: Path, _: str) -> None:
+    r = _json(out / "nvdec_ingest.json")
+    assert r, "empty result"
+
+
+SHORTEST_WATER_SCENE = "flash_flood"
+
+RUNS: dict[str, TinyRun] = {
+    "performance.ingest": TinyRun(
+        (
+            "--quick",
+            "--resolutions",
+            "360p",
+            "--target-cpu-s",
+            "0.05",
+            "--repeats",
+            "1",
+            "--cameras",
+            "10",
+            "--window-s",
+            "1",
+            "--out",
+            "{out}",
+        ),
+        check_ingest,
+    ),
+    "performance.ingest_rtsp": TinyRun(
+        ("--cameras", "2", "--transports", "tcp", "--warmup-s", "1", "--window-s", "2", "--out", "{out}"),
+        check_ingest_rtsp,
+        needs_rtsp=True,
+    ),
+    "performance.rtsp_sim_capacity": TinyRun(
+        ("--clients", "2", "--measure-s", "1", "--warmup-s", "0.5", "--json", "{out}/sim.json"),
+        check_sim_capacity,
+        needs_rtsp=True,
+    ),
+    "performance.ort_threads": TinyRun(("--batches", "1", "--duration-s", "0.5", "--out", "{out}"), check_ort_threads),
+    "performance.inference": TinyRun(
+        (
+            "--batches",
+            "1",
+            "--duration-s",
+            "1",
+            "--warmup-s",
+            "0.5",
+            "--rounds",
+            "1",
+            "--max-load",
+            "100",
+            "--max-foreign-cores",
+            "100",
+            "--wait-load-s",
+            "1",
+            "--retries",
+            "0",
+            "--out",
+            "{out}",
+        ),
+        check_inference,
+    ),
+    "performance.e2e": TinyRun(
+        (
+            "--counts",
+            "2",
+            "--baseline-counts",
+            "2",
+            "--warmup-s",
+            "2",
+            "--measure-s",
+            "3",
+            "--replicas",
+            "1",
+            "--out",
+            "{out}",
+        ),
+        check_e2e,
+        needs_rtsp=True,
+    ),
+    "performance.api": TinyRun(
+        (
+            "--cameras",
+            "1",
+            "--concurrency",
+            "1",
+            "--duration-s",
+            "1",
+            "--warmup-s",
+            "0.5",
+            "--min-events",
+            "0",
+            "--state-dir",
+            "{out}/state",
+            "--out",
+            "{out}",
+        ),
+        check_api,
+    ),
+    "accuracy": TinyRun(
+        ("--sections", "water_level", "intrusion_loitering", "--quick", "--out", "{out}"), check_accuracy
+    ),
+    "accuracy.eval_crowd": TinyRun(("--labels", "{out}/crowd_labels.json"), check_eval_crowd),
+    "accuracy.eval_crowd_events": TinyRun(
+        ("--events", "{out}/crowd_events.json", "--variants", "person_lwpd@192"), check_eval_crowd_events
+    ),
+    "accuracy.eval_fire": TinyRun(("--split-file", "{out}/fire_smoke_split.json", "--out", "{out}"), check_eval_fire),
+    "accuracy.eval_tracking": TinyRun(("--seeds", "1", "--n-per-type", "2", "--out", "{out}"), check_eval_tracking),
+    "accuracy.eval_water": TinyRun(
+        ("--scene", SHORTEST_WATER_SCENE, "--duration-s", "3", "--out", "{out}"), check_eval_water
+    ),
+    "accuracy.render_water": TinyRun(
+        ("--scene", SHORTEST_WATER_SCENE, "--duration-s", "3", "--out", "{out}"), check_render_water
+    ),
+    "gpu.nvdec_ingest": TinyRun(
+        (
+            "--streams",
+            "{out}/streams",
+            "--out",
+            "{out}",
+            "--quick",
+            "--backends",
+            "cpu",
+            "--concurrency",
+            "1",
+            "--seconds",
+            "1",
+        ),
+        check_nvdec_ingest,
+    ),
+}
+
+
+def _tiny_inputs(out: Path) -> None:
+    """Cut-down copies of the labelled inputs, written where the tiny runs' arguments point."""
+    labels = json.loads((DATA / "crowd_labels.json").read_text())
+    labels["frames"] = labels["frames"][:2]
+    (out / "crowd_labels.json").write_text(json.dumps(labels))
+
+    events = json.loads((DATA / "crowd_events.json").read_text())
+    events["sequences"] = sorted(events["sequences"], key=lambda s: len(json.dumps(s)))[:1]
+    (out / "crowd_events.json").write_text(json.dumps(events))
+
+    split = json.loads((DATA / "fire_smoke_split.json").read_text())
+    shortest = {}
+
+    def length_s(clip: dict[str, Any]) -> float:  # a clip without a segment plays whole: put it last
+        return clip["segment"][1] - clip["segment"][0] if "segment" in clip else float("inf")
+
+    for clip in sorted(split["clips"], key=length_s):
+        if clip["source"] == "shared":
+            shortest.setdefault(clip["split"], clip)
+    split["clips"] = list(shortest.values())
+    split["phases_s"] = split["phases_s"][:1]
+    (out / "fire_smoke_split.json").write_text(json.dumps(split))
+
+    streams = out / "streams"
+    streams.mkdir()
+    prepared = sorted((CACHE_DIR / "streams").glob("*.h360.*.mp4"))
+    assert prepared, f"no prepared 360p stream under {CACHE_DIR / 'streams'}: make test prepares them"
+    (streams / prepared[0].name).symlink_to(prepared[0])
+
+
+@pytest.mark.parametrize("name", sorted(RUNS))
+def test_benchmark_runs_on_a_tiny_input(name: str, tmp_path: Path, models_dir: Path, clips_dir: Path) -> None:
+    run = RUNS[name]
+    if run.needs_rtsp:
+        ok, why = system_ready()
+        assert ok, f"the RTSP simulator is not ready ({why}): make test installs its Debian packages"
+    _tiny_inputs(tmp_path)
+    argv = [a.replace("{out}", str(tmp_path)) for a in run.args]
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "RAY_USAGE_STATS_ENABLED": "0",
+        "PYTHONUNBUFFERED": "1",
+        "CCTV_MODELS_DIR": str(MODELS_DIR),
+        "CCTV_SHARED_DIR": str(CLIPS_DIR.parent.parent),
+    }
+    proc = subprocess.run(
+        [sys.executable, "-m", f"benchmarks.{name}", *argv],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=run.timeout_s,
+    )
+    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    run.check(tmp_path, proc.stdout)
+
+
+def test_every_script_has_a_tiny_run() -> None:
+    from tests.integration.test_benchmark_entry_points import TINY_RUNS, scripts
+
+    missing = sorted(set(scripts()) - set(RUNS) - set(TINY_RUNS))
+    assert missing == [], f"give these a tiny run here: {missing}"
