@@ -27,6 +27,7 @@ from actors.shard import ShardStats
 from cluster.controller import CONTROLLER_NAME
 from cluster.deploy import DeployError, ensure_controller, external_s3, model_registry
 from cluster.models import fire_smoke_model_problems, seed_registry
+from cluster.ray_session import shutdown_ray
 from configs.schema import AppConfig, CameraConfig
 from serve_apps.api.app import API_APP, build_api_app
 from serve_apps.api.auth import TokenSpecError, resolve_access
@@ -221,7 +222,7 @@ class Runtime:
         cl = self.cfg.cluster
         if cl.ray_address:
             ray.init(address=cl.ray_address, namespace=cl.namespace, log_to_driver=False)
-            self._push("ray connection", ray.shutdown)
+            self._push("ray connection", shutdown_ray)
             return False
         # A local demo/test cluster: no usage reporting; token auth off (production keeps it on).
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -241,7 +242,7 @@ class Runtime:
         session_dir = ctx.address_info.get("session_dir")
         if session_dir:
             self._ray_info["logs"] = str(Path(session_dir) / "logs")
-        self._push("local ray", ray.shutdown)
+        self._push("local ray", shutdown_ray)
         return True
 
     def _stop_controller(self) -> None:

@@ -73,6 +73,7 @@ from ray import serve
 
 from benchmarks.common import loadavg, write_result
 from benchmarks.performance.cpu_accounting import CpuSnapshot, cores_between, cpu_snapshot
+from cluster.ray_session import shutdown_ray
 from configs.schema import DetectorConfig
 from contracts.detector import DetectRequest, DetectResult, Letterboxed
 from serve_apps.detector.deployment import (
@@ -628,7 +629,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             _print_progress(batch, points)
     finally:
         serve.shutdown()
-        ray.shutdown()
+        shutdown_ray()
 
     return {
         "model": f"{MODEL}@{INPUT_SIZE}",

@@ -24,6 +24,7 @@ from minio import Minio
 from ray import serve
 
 from cluster.models import push_model
+from cluster.ray_session import shutdown_ray
 from configs.schema import DetectorConfig
 from contracts.detector import DetectRequest, DetectResult
 from serve_apps.detector.deployment import DETECTOR_DEPLOYMENT, build_detector_app, detector_route
@@ -104,7 +105,7 @@ def served(registry: tuple[S3Access, ModelStore], models_dir: Path, tmp_path_fac
         yield cfg, access, cache, f"http://127.0.0.1:{port}{detector_route(cfg)}"
     finally:
         serve.shutdown()
-        ray.shutdown()
+        shutdown_ray()
 
 
 @pytest.fixture(scope="module")

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 import pytest
 import ray
 
+from cluster.ray_session import shutdown_ray
 from serve_apps.remote_call import ActorCaller, CallPolicy, ControlPlaneUnavailableError, gather
 from tests.support.wait import wait_for
 
@@ -53,7 +54,7 @@ class Restartable:
 def local_ray() -> Iterator[None]:
     ray.init(num_cpus=2, include_dashboard=False, namespace=NS, log_to_driver=False)
     yield
-    ray.shutdown()
+    shutdown_ray()
 
 
 def _crash(actor: ray.actor.ActorHandle) -> None:

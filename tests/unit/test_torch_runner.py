@@ -36,7 +36,13 @@ from serve_apps.detector.torch_runner import TorchDetector, load_torch_detector,
 ROOT = Path(__file__).resolve().parents[2]
 GPU_CHECK_SCRIPT = ROOT / "benchmarks" / "gpu" / "torch_detector_check.py"
 MODEL_NAMES = ("yolox_nano", "person_lwpd")
-RAW_ALL_ANCHORS_BOUND = 2e-3
+# Raw head outputs (box terms in grid units, scores in 0..1), torch fp32 vs onnxruntime fp32: the two sum in different
+# orders with different CPU kernels, so the gap depends on the machine. Measured max |diff| over all anchors of the
+# eight real frames: person_lwpd 2.14e-3 on an AMD EPYC (a fresh CI machine, 2026-12-07; below 2e-3 on the machines
+# before), yolox_nano 2.4e-4; confident anchors 4.2e-5, score columns 4.1e-4. The all-anchor bound is set from what it
+# costs: 5e-3 grid units is <= 0.16 px of box centre at stride 32 and 0.5 % of box size; the detections test checks
+# boxes directly.
+RAW_ALL_ANCHORS_BOUND = 5e-3
 RAW_CONFIDENT_ANCHORS_BOUND = 2e-4
 RAW_SCORE_COLUMNS_BOUND = 1e-3
 
