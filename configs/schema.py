@@ -153,6 +153,10 @@ class AutoscalingConfig(_Model):
         return self
 
 
+DetectorBackend = Literal["onnxruntime", "openvino", "torch"]
+"""Engines that run the detector's ONNX file (serve_apps/detector/backends.py)."""
+
+
 class DetectorConfig(_Model):
     """One detector deployment under Ray Serve (its own Serve app, ``detector-<model_name>``)."""
 
@@ -167,7 +171,11 @@ class DetectorConfig(_Model):
         description="Directory holding <model_name>/<model_name>.onnx; relative paths resolve against the "
         "config file's directory.",
     )
-    backend: Literal["onnxruntime", "torch"] = "onnxruntime"
+    backend: DetectorBackend = Field(
+        default="onnxruntime",
+        description="What runs the ONNX file: onnxruntime or OpenVINO (CPU), torch (CPU or CUDA); "
+        "benchmarks/performance/backends.py measures them side by side.",
+    )
     device: Literal["cpu", "cuda"] = "cpu"
     half: bool = Field(default=False, description="fp16 weights and activations (torch on CUDA).")
     input_size: int = Field(
@@ -202,7 +210,7 @@ class DetectorConfig(_Model):
         description="Custom Ray resources each replica needs, e.g. {detector_node: 0.01} to keep replicas on GPU "
         "worker groups.",
     )
-    intra_op_threads: int = Field(default=1, ge=1, description="onnxruntime threads per replica.")
+    intra_op_threads: int = Field(default=1, ge=1, description="onnxruntime / OpenVINO threads per replica.")
     intra_op_spinning: bool = Field(
         default=False,
         description="Let onnxruntime's threads busy-wait between operators. Off by default: on cores shared with "
@@ -214,6 +222,15 @@ class DetectorConfig(_Model):
     max_queued_requests: int = Field(default=64, ge=-1, description="-1: unbounded (not recommended).")
     request_timeout_s: float = Field(default=10.0, gt=0)
     autoscaling: AutoscalingConfig | None = None
+
+    @model_validator(mode="after")
+    def _device_fits_backend(self) -> DetectorConfig:
+        if self.backend != "torch" and (self.device != "cpu" or self.half):
+            raise ValueError(
+                f"backend {self.backend!r} runs on the CPU in fp32: device {self.device!r}"
+                f"{' and half: true' if self.half else ''} need backend 'torch'"
+            )
+        return self
 
     @property
     def app_name(self) -> str:

@@ -114,6 +114,8 @@ def load_model(cfg: DetectorConfig, version: str | None, registry: S3Access | No
     if cfg.backend == "onnxruntime":
         kw["intra_op_threads"] = cfg.intra_op_threads
         kw["intra_op_spinning"] = cfg.intra_op_spinning
+    elif cfg.backend == "openvino":
+        kw["intra_op_threads"] = cfg.intra_op_threads
     else:
         kw.update(device=cfg.device, half=cfg.half)
     if version is None:

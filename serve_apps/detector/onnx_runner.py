@@ -210,6 +210,17 @@ class DetectorBase:
             raise ModelLoadError(f"{path}: output must be N x anchors x (5 + classes), got {out_dims}")
         return int(in_dims[2]), int(out_dims[2]) - 5
 
+    def _make_dynamic(self, model: onnx.ModelProto) -> None:
+        """Make the batch dimension dynamic, and the spatial ones too when running at another size."""
+        rewritten = make_batch_dynamic(model)
+        if self._input_size != self._exported_input_size:
+            dims = model.graph.input[0].type.tensor_type.shape.dim
+            dims[2].dim_param, dims[3].dim_param = "height", "width"
+            out_dims = model.graph.output[0].type.tensor_type.shape.dim
+            out_dims[1].ClearField("dim_value")
+            out_dims[1].dim_param = "anchors"
+        log.debug("%s: rewrote %d Reshape shape constants for dynamic batch", self._path, rewritten)
+
     def _verify_batching(self, tolerance: float = 1e-3) -> None:
         rng = np.random.default_rng(0)
         size = self._input_size
@@ -373,14 +384,7 @@ class OnnxDetector(DetectorBase):
         )
         path = self._path
 
-        rewritten = make_batch_dynamic(model)
-        if self._input_size != self._exported_input_size:
-            dims = model.graph.input[0].type.tensor_type.shape.dim
-            dims[2].dim_param, dims[3].dim_param = "height", "width"
-            out_dims = model.graph.output[0].type.tensor_type.shape.dim
-            out_dims[1].ClearField("dim_value")
-            out_dims[1].dim_param = "anchors"
-        log.debug("%s: rewrote %d Reshape shape constants for dynamic batch", path, rewritten)
+        self._make_dynamic(model)
 
         options = ort.SessionOptions()
         options.intra_op_num_threads = intra_op_threads

@@ -76,6 +76,15 @@ def check_ort_threads(out: Path, _: str) -> None:
     assert all(p["images_per_s"] > 0 and p["cpu_ms_per_image"] > 0 for p in points)
 
 
+def check_backends(out: Path, _: str) -> None:
+    backends = _json(out / "backends.json")["results"]["person_lwpd"]["backends"]
+    assert set(backends) == {"onnxruntime", "openvino", "torch"}, list(backends)
+    for name, entry in backends.items():
+        assert [p["batch"] for p in entry["points"]] == [1, 2], (name, entry["points"])
+        assert all(p["cpu_ms_per_image"] > 0 for p in entry["points"]), name
+        assert entry["agreement_with_onnxruntime"]["match_ratio"] == 1.0, (name, entry["agreement_with_onnxruntime"])
+
+
 def check_inference(out: Path, _: str) -> None:
     r = _json(out / "inference.json")
     assert r["served_vs_raw_output"]["match"] is True, r["served_vs_raw_output"]
@@ -174,6 +183,10 @@ RUNS: dict[str, TinyRun] = {
         needs_rtsp=True,
     ),
     "performance.ort_threads": TinyRun(("--batches", "1", "--duration-s", "0.5", "--out", "{out}"), check_ort_threads),
+    "performance.backends": TinyRun(
+        ("--models", "person_lwpd", "--batches", "1", "2", "--duration-s", "0.2", "--rounds", "1", "--out", "{out}"),
+        check_backends,
+    ),
     "performance.inference": TinyRun(
         (
             "--batches",

@@ -24,38 +24,24 @@ import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
-from cluster.footage import read_frame
 from contracts.detector import Detection
 from serve_apps.detector.backends import BACKENDS, make_detector
 from serve_apps.detector.onnx_runner import ModelLoadError, OnnxDetector, load_detector
 from serve_apps.detector.onnx_to_torch import SUPPORTED_OPS, OnnxGraphModule, UnsupportedOnnxOp, op_types
 from serve_apps.detector.postprocess import anchor_grid, postprocess
-from serve_apps.detector.preprocess import letterbox, to_batch
+from serve_apps.detector.preprocess import to_batch
 from serve_apps.detector.torch_runner import TorchDetector, load_torch_detector, postprocess_torch
+from tests.support import agreement
+from tests.support.agreement import RAW_ALL_ANCHORS_BOUND, assert_detections_agree, assert_raw_agrees, letterboxed
 
 ROOT = Path(__file__).resolve().parents[2]
 GPU_CHECK_SCRIPT = ROOT / "benchmarks" / "gpu" / "torch_detector_check.py"
 MODEL_NAMES = ("yolox_nano", "person_lwpd")
-# Raw head outputs (box terms in grid units, scores in 0..1), torch fp32 vs onnxruntime fp32: the two sum in different
-# orders with different CPU kernels, so the gap depends on the machine. Measured max |diff| over all anchors of the
-# eight real frames: person_lwpd 2.14e-3 on an AMD EPYC (a fresh CI machine, 2026-12-07; below 2e-3 on the machines
-# before), yolox_nano 2.4e-4; confident anchors 4.2e-5, score columns 4.1e-4. The all-anchor bound is set from what it
-# costs: 5e-3 grid units is <= 0.16 px of box centre at stride 32 and 0.5 % of box size; the detections test checks
-# boxes directly.
-RAW_ALL_ANCHORS_BOUND = 5e-3
-RAW_CONFIDENT_ANCHORS_BOUND = 2e-4
-RAW_SCORE_COLUMNS_BOUND = 1e-3
 
 
 @pytest.fixture(scope="module")
 def real_frames(vtest_path: Path, clips_dir: Path) -> list[np.ndarray]:
-    """Eight real frames: four of vtest.avi, two of a dense street, a town centre and a highway."""
-    frames = [read_frame(vtest_path, i) for i in (0, 60, 120, 180)]
-    street = clips_dir / "street_people_walking.mp4"
-    frames += [read_frame(street, 5), read_frame(street, 50)]
-    frames.append(read_frame(clips_dir / "town_centre_pedestrians.mp4", 10))
-    frames.append(read_frame(clips_dir / "highway_cars.mp4", 20))
-    return frames
+    return agreement.real_frames(vtest_path, clips_dir)
 
 
 @pytest.fixture(scope="module")
@@ -66,10 +52,6 @@ def ort_detectors(models_dir: Path) -> dict[str, OnnxDetector]:
 @pytest.fixture(scope="module")
 def torch_detectors(models_dir: Path) -> dict[str, TorchDetector]:
     return {name: load_torch_detector(models_dir, name) for name in MODEL_NAMES}
-
-
-def _letterboxed(frames: list[np.ndarray], size: int) -> np.ndarray:
-    return np.stack([letterbox(f, size).image for f in frames])
 
 
 def _iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
@@ -189,17 +171,8 @@ def test_raw_output_matches_onnxruntime_on_real_frames(
     real_frames: list[np.ndarray],
     name: str,
 ) -> None:
-    images = _letterboxed(real_frames, ort_detectors[name].input_size)
-    want = ort_detectors[name].run_raw(images)
-    got = torch_detectors[name].run_raw(images)
-    assert got.shape == want.shape
-    assert got.dtype == np.float32
-    diff = np.abs(got - want)
-    assert float(diff.max()) < RAW_ALL_ANCHORS_BOUND
-    confident = want[..., 4] > 0.1
-    assert confident.sum() > 10
-    assert float(diff[confident].max()) < RAW_CONFIDENT_ANCHORS_BOUND
-    assert float(diff[..., 4:].max()) < RAW_SCORE_COLUMNS_BOUND
+    images = letterboxed(real_frames, ort_detectors[name].input_size)
+    assert_raw_agrees(torch_detectors[name].run_raw(images), ort_detectors[name].run_raw(images))
 
 
 @pytest.mark.parametrize("name", MODEL_NAMES)
@@ -209,14 +182,9 @@ def test_detections_match_onnxruntime_on_real_frames(
     real_frames: list[np.ndarray],
     name: str,
 ) -> None:
-    want = ort_detectors[name].detect_frames(real_frames)
-    got = torch_detectors[name].detect_frames(real_frames)
-    assert sum(len(d) for d in want) > 20
-    for g_frame, w_frame in zip(got, want, strict=True):
-        assert [d.label for d in g_frame] == [d.label for d in w_frame]
-        for g, w in zip(g_frame, w_frame, strict=True):
-            assert g.box == pytest.approx(w.box, abs=0.5)
-            assert g.score == pytest.approx(w.score, abs=1e-3)
+    assert_detections_agree(
+        torch_detectors[name].detect_frames(real_frames), ort_detectors[name].detect_frames(real_frames)
+    )
 
 
 def test_identity_matches_onnxruntime(
@@ -236,7 +204,7 @@ def test_identity_matches_onnxruntime(
 def test_without_the_reshape_fix_a_batch_is_mixed_up(models_dir: Path, real_frames: list[np.ndarray]) -> None:
     """Why ``batch_dynamic`` exists: the export's Reshapes say ``[1, 6, -1]``, folding a batch into one."""
     model = onnx.load(str(models_dir / "person_lwpd" / "person_lwpd.onnx"))
-    x = torch.from_numpy(to_batch(list(_letterboxed(real_frames[:2], 192))))
+    x = torch.from_numpy(to_batch(list(letterboxed(real_frames[:2], 192))))
     with torch.inference_mode():
         fixed = OnnxGraphModule(model, batch_dynamic=True).eval()(x)
         unfixed = OnnxGraphModule(model, batch_dynamic=False).eval()(x)
@@ -259,7 +227,7 @@ def test_batch_of_n_equals_n_single_runs(
     torch_detectors: dict[str, TorchDetector], real_frames: list[np.ndarray], name: str
 ) -> None:
     det = torch_detectors[name]
-    images = _letterboxed(real_frames, det.input_size)
+    images = letterboxed(real_frames, det.input_size)
     batched = det.run_raw(images)
     singles = np.concatenate([det.run_raw(images[i : i + 1]) for i in range(len(images))])
     assert batched.shape[0] == len(images)
@@ -277,7 +245,7 @@ def test_channels_last_and_contiguous_layouts_agree(
 ) -> None:
     det_cl = torch_detectors["person_lwpd"]
     det_nchw = load_torch_detector(models_dir, "person_lwpd", channels_last=False, verify_batching=False)
-    images = _letterboxed(real_frames[:4], det_cl.input_size)
+    images = letterboxed(real_frames[:4], det_cl.input_size)
     x = det_cl.to_input(images)
     assert x.is_contiguous(memory_format=torch.channels_last)
     assert det_nchw.to_input(images).is_contiguous()
@@ -288,7 +256,7 @@ def test_input_forms_agree_and_bad_input_is_refused(
     torch_detectors: dict[str, TorchDetector], real_frames: list[np.ndarray]
 ) -> None:
     det = torch_detectors["person_lwpd"]
-    images = _letterboxed(real_frames[:3], det.input_size)
+    images = letterboxed(real_frames[:3], det.input_size)
     x = det.to_input(images)
     assert x.dtype == torch.float32
     assert tuple(x.shape) == (3, 3, 192, 192)
@@ -310,7 +278,7 @@ def test_other_input_size_runs(models_dir: Path, real_frames: list[np.ndarray]) 
     """The converted graph has no baked-in size: the grid is decoded outside it."""
     det = load_torch_detector(models_dir, "yolox_nano", input_size=320)
     ort_det = load_detector(models_dir, "yolox_nano", input_size=320)
-    images = _letterboxed(real_frames[:2], 320)
+    images = letterboxed(real_frames[:2], 320)
     raw = det.run_raw(images)
     assert raw.shape == (2, anchor_grid(320, 320)[0].shape[0], 85)
     assert float(np.max(np.abs(raw - ort_det.run_raw(images)))) < RAW_ALL_ANCHORS_BOUND
@@ -324,7 +292,7 @@ def test_device_postprocess_equals_numpy_postprocess(
     torch_detectors: dict[str, TorchDetector], real_frames: list[np.ndarray], name: str
 ) -> None:
     det = torch_detectors[name]
-    raw = det.run_raw(_letterboxed(real_frames, det.input_size))
+    raw = det.run_raw(letterboxed(real_frames, det.input_size))
     kw = {"score_threshold": 0.25, "nms_iou_threshold": 0.45, "max_detections": 100}
     want = postprocess(raw, det.input_size, det.class_names, **kw)
     got = postprocess_torch(torch.from_numpy(raw), det.input_size, det.class_names, **kw)
@@ -373,7 +341,7 @@ def test_half_precision_forward_on_cpu(
         pytest.skip(f"this torch build has no CPU fp16 kernels for these ops: {exc}")
     assert det.dtype == torch.float16
     assert all(p.dtype == torch.float16 for p in det.module.parameters())
-    images = _letterboxed(real_frames, det.input_size)
+    images = letterboxed(real_frames, det.input_size)
     raw = det.run_raw(images)
     want = ort_detectors["yolox_nano"].run_raw(images)
     assert raw.dtype == np.float32
@@ -402,7 +370,7 @@ def test_torch_compile_smoke_on_cpu(models_dir: Path, real_frames: list[np.ndarr
     """
     eager = load_torch_detector(models_dir, "person_lwpd", verify_batching=False)
     compiled = load_torch_detector(models_dir, "person_lwpd", compile=True, verify_batching=False)
-    images = _letterboxed(real_frames[:2], eager.input_size)
+    images = letterboxed(real_frames[:2], eager.input_size)
     start = time.perf_counter()
     got = compiled.run_raw(images)
     elapsed = time.perf_counter() - start
@@ -414,12 +382,16 @@ def test_torch_compile_smoke_on_cpu(models_dir: Path, real_frames: list[np.ndarr
 
 
 def test_make_detector_picks_the_backend(models_dir: Path) -> None:
-    assert BACKENDS == ("onnxruntime", "torch")
+    from serve_apps.detector.openvino_runner import OpenVinoDetector
+
+    assert BACKENDS == ("onnxruntime", "openvino", "torch")
     ort_det = make_detector("onnxruntime", models_dir, "person_lwpd", intra_op_threads=1)
+    ov_det = make_detector("openvino", models_dir, "person_lwpd", intra_op_threads=1, verify_batching=False)
     torch_det = make_detector("torch", models_dir, "person_lwpd", device="cpu", verify_batching=False)
     assert isinstance(ort_det, OnnxDetector)
+    assert isinstance(ov_det, OpenVinoDetector)
     assert isinstance(torch_det, TorchDetector)
-    assert torch_det.model_id == ort_det.model_id
+    assert torch_det.model_id == ort_det.model_id == ov_det.model_id
     with pytest.raises(ValueError, match="unknown detector backend 'tensorrt'"):
         make_detector("tensorrt", models_dir, "person_lwpd")  # type: ignore[arg-type]
     with pytest.raises(FileNotFoundError, match="nope"):
