@@ -15,7 +15,9 @@ The model, per camera (``c`` cameras, source ``fps``, analytics ``a`` fps):
   (``realtime_validation``: ``1/validated - 1/derived`` at the file's packet rate), times ``fps``.
 * **inference** images/s = ``c * a * (1 - motion_skip_frac)``; CPU images/s per core from
   ``inference.json`` (best ``serve_handle_list`` point — the shards' list calls — else
-  ``serve_handle``, / ``settings.replica_num_cpus``); GPU images/s
+  ``serve_handle``, / ``settings.replica_num_cpus``), scaled by the fastest CPU backend of
+  ``backends.json`` that agrees with onnxruntime (its best images/s per core / onnxruntime's, one core
+  each; its serving overhead is assumed equal to onnxruntime's); GPU images/s
   only from a GPU result file or an explicit, labelled ``--gpu-images-per-s``.
 * **network**: camera streams in (``c * bitrate``; bitrate is an assumption unless given), and
   letterboxed uint8 frames shard → detector (``inference.json settings.letterboxed_bytes``).
@@ -40,6 +42,8 @@ MODES: tuple[Mode, ...] = ("keyframe", "sampled", "all")
 
 INGEST_FILE = "ingest.json"
 INFERENCE_FILE = "inference.json"
+BACKENDS_FILE = "backends.json"
+AGREEMENT_MIN = 0.99  # share of onnxruntime's detections a backend must reproduce to be sized on
 RUN_DEMO_FILE = "run_demo.json"
 
 # Assumed stream bitrates (Mbit/s) when neither the results nor the user give one: typical
@@ -156,6 +160,7 @@ class Plan:
     gpus: int
     inference_cpu_cores: float
     cpu_images_per_s_per_core: float
+    cpu_backend: str
     cpu_only_inference_cores: float
     suggested_num_shards: int
     suggested_shard_num_cpus: float
@@ -349,6 +354,64 @@ def _cpu_inference(inference: _Doc, figs: list[Figure]) -> tuple[float, float]:
     return served.value / cores.value, letterboxed.value
 
 
+def _best_cpu_backend(
+    results_dir: Path, model: str, figs: list[Figure], assume: list[Assumption], notes: list[str]
+) -> tuple[str, float]:
+    """The fastest CPU backend in ``backends.json`` that agrees with onnxruntime, and its speed-up over it.
+
+    ``(onnxruntime, 1.0)`` when the file is missing or nothing agreeing beats onnxruntime.
+    """
+    path = results_dir / BACKENDS_FILE
+    if not path.is_file():
+        notes.append(f"{BACKENDS_FILE} not measured: CPU inference sized on onnxruntime")
+        return "onnxruntime", 1.0
+    doc = _Doc(path, _label(path))
+    key = f"results.{model}.backends"
+    backends = doc.get(key)
+    if "onnxruntime" not in backends:
+        raise PlanInputError(f"{doc.label}: {key} has no onnxruntime entry to compare the others with")
+    ratios = {
+        name: doc.number(f"{key}.{name}.agreement_with_onnxruntime.match_ratio") if name != "onnxruntime" else 1.0
+        for name in backends
+    }
+    agreeing = [name for name, ratio in ratios.items() if ratio >= AGREEMENT_MIN]
+    for name in sorted(set(backends) - set(agreeing)):
+        notes.append(
+            f"{BACKENDS_FILE}: {name} reproduces only {ratios[name]:.1%} of onnxruntime's detections: not sized on"
+        )
+    speed = {name: doc.number(f"{key}.{name}.best.images_per_s_per_core") for name in agreeing}
+    best = max(agreeing, key=lambda name: speed[name])
+    figs.append(
+        doc.figure(
+            "CPU detector images/s per core, onnxruntime (raw, 1 thread)",
+            f"{key}.onnxruntime.best.images_per_s_per_core",
+            "images/s",
+        )
+    )
+    if best == "onnxruntime":
+        notes.append(
+            f"{BACKENDS_FILE}: onnxruntime is the fastest CPU backend measured here ({', '.join(sorted(speed))})"
+        )
+        return best, 1.0
+    figs.append(
+        doc.figure(
+            f"CPU detector images/s per core, {best} (raw, 1 thread; agrees with onnxruntime)",
+            f"{key}.{best}.best.images_per_s_per_core",
+            "images/s",
+        )
+    )
+    assume.append(
+        Assumption(
+            f"{best} serving overhead",
+            "= onnxruntime's",
+            "",
+            f"the served figure is onnxruntime's x {speed[best] / speed['onnxruntime']:.2f} ({best} raw / onnxruntime "
+            "raw, one core each): set detector.backend: " + best,
+        )
+    )
+    return best, speed[best] / speed["onnxruntime"]
+
+
 def read_gpu_result(path: Path, input_size_px: int) -> tuple[Figure, list[str]]:
     """Best GPU images/s for ``input_size_px`` from a ``torch_detector_check.json``.
 
@@ -415,6 +478,9 @@ def make_plan(req: PlanRequest, results_dir: Path = DEFAULT_RESULTS_DIR) -> Plan
             Assumption("motion gate skip fraction", req.motion_skip_frac, "fraction", "given (--motion-skip-frac)")
         )
     cpu_img_per_core, letterboxed_bytes = _cpu_inference(inference, figs)
+    model = str(inference.get("model")).split("@")[0]
+    cpu_backend, backend_speedup = _best_cpu_backend(results_dir, model, figs, assume, notes)
+    cpu_img_per_core *= backend_speedup
     cpu_only_cores = images_per_s / cpu_img_per_core / req.cpu_utilisation
 
     measured_size = round(math.sqrt(letterboxed_bytes / 3))
@@ -572,6 +638,7 @@ def make_plan(req: PlanRequest, results_dir: Path = DEFAULT_RESULTS_DIR) -> Plan
         gpus=gpus,
         inference_cpu_cores=inference_cpu_cores,
         cpu_images_per_s_per_core=cpu_img_per_core,
+        cpu_backend=cpu_backend,
         cpu_only_inference_cores=cpu_only_cores,
         suggested_num_shards=num_shards,
         suggested_shard_num_cpus=shard_cpus,
@@ -615,7 +682,8 @@ def format_plan(plan: Plan) -> str:
     else:
         lines.append(
             f"    on CPU      {plan.inference_cpu_cores:8.0f} cores  "
-            f"({plan.cpu_images_per_s_per_core:.1f} images/s/core measured; GPU throughput unmeasured)"
+            f"({plan.cpu_images_per_s_per_core:.1f} images/s/core measured, {plan.cpu_backend}; "
+            "GPU throughput unmeasured)"
         )
     lines += ["", "Nodes"]
     for g in plan.node_groups:

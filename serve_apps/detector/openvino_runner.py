@@ -102,4 +102,3 @@ class OpenVinoDetector(DetectorBase):
 
     def __repr__(self) -> str:
         return super().__repr__()[:-1] + f", openvino threads={self._threads})"
-

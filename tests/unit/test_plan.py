@@ -137,6 +137,46 @@ def test_cpu_inference_uses_the_served_figure_per_replica_core(tmp_path: Path) -
     assert any("UNMEASURED" in n for n in plan.notes)
 
 
+def write_backends(directory: Path, speeds: dict[str, float], match: dict[str, float]) -> None:
+    """A backends.json in the shape benchmarks/performance/backends.py writes (yolox_nano only)."""
+    backends = {
+        name: {
+            "best": {"batch": 4, "images_per_s_per_core": speed},
+            "agreement_with_onnxruntime": {"match_ratio": match.get(name, 1.0)},
+        }
+        for name, speed in speeds.items()
+    }
+    doc = {"results": {"yolox_nano": {"input_size": 416, "backends": backends}}}
+    (directory / "backends.json").write_text(json.dumps(doc))
+
+
+REQ_400 = PlanRequest(cameras=400, resolution="360p", fps=15, analytics_fps=1, mode="keyframe")
+
+
+def test_cpu_inference_is_scaled_by_the_fastest_agreeing_backend(tmp_path: Path) -> None:
+    results = write_results(tmp_path)
+    write_backends(results, {"onnxruntime": 40.0, "openvino": 60.0, "torch": 90.0}, {"torch": 0.5})
+    plan = make_plan(REQ_400, results)
+    assert plan.cpu_backend == "openvino"
+    assert plan.cpu_images_per_s_per_core == pytest.approx(40.0 / 2 * 60.0 / 40.0)
+    assert any("torch reproduces only 50.0%" in n for n in plan.notes)
+    assert any(a.name == "openvino serving overhead" for a in plan.assumptions)
+    keys = {f.key for f in plan.figures if f.source.endswith("backends.json")}
+    assert keys == {
+        "results.yolox_nano.backends.onnxruntime.best.images_per_s_per_core",
+        "results.yolox_nano.backends.openvino.best.images_per_s_per_core",
+    }
+
+
+def test_onnxruntime_stays_when_it_is_the_fastest_and_without_the_file(tmp_path: Path) -> None:
+    results = write_results(tmp_path)
+    assert make_plan(REQ_400, results).cpu_backend == "onnxruntime"
+    assert any("backends.json not measured" in n for n in make_plan(REQ_400, results).notes)
+    write_backends(results, {"onnxruntime": 40.0, "openvino": 30.0}, {})
+    plan = make_plan(REQ_400, results)
+    assert (plan.cpu_backend, plan.cpu_images_per_s_per_core) == ("onnxruntime", pytest.approx(20.0))
+
+
 def test_network_from_bitrate_and_letterboxed_frames(tmp_path: Path) -> None:
     req = PlanRequest(cameras=1000, resolution="360p", fps=15, analytics_fps=2, mode="sampled", bitrate_mbps=1.5)
     plan = make_plan(req, write_results(tmp_path))
