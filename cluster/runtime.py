@@ -139,12 +139,14 @@ class Runtime:
 
         serve.start(http_options={"host": cfg.cluster.serve_http_host, "port": cfg.cluster.serve_http_port})
         if started_ray:
-            self._push("serve", serve.shutdown)  # undone after the apps: Serve's controller and proxies
+            # Our own Serve: its shutdown removes every app at once. Deleting them one by one first cost
+            # 3 s each (serve.delete polls until the app is gone) for nothing, since Ray goes next.
+            self._push("serve and its apps", serve.shutdown)
         models = self._model_registry(s3, state)
         for det in cfg.all_detectors():
             app = build_detector_app(det, ns, cfg.metrics.bind_host, models, state / "model-cache")
             serve.run(app, name=det.app_name, route_prefix=detector_route(det))
-            self._push(f"detector app {det.app_name}", lambda name=det.app_name: serve.delete(name))
+            self._push_app_delete(f"detector app {det.app_name}", det.app_name, started_ray)
         try:
             access = resolve_access(cfg.api.tokens_env, cfg.api.auth_required, demo_state_dir=state)
         except TokenSpecError as exc:
@@ -153,7 +155,7 @@ class Runtime:
             CONTROLLER_NAME, ns, tokens=access.table, api_cfg=cfg.api, s3=s3, storage_cfg=cfg.storage
         )
         serve.run(api_app, name=API_APP, route_prefix="/")
-        self._push("api app", lambda: serve.delete(API_APP))
+        self._push_app_delete("api app", API_APP, started_ray)
 
         controller = ensure_controller(cfg, s3, state)
         self._controller = ActorCaller(CONTROLLER_NAME, ns, controller)
@@ -214,6 +216,11 @@ class Runtime:
         if problems:
             raise StartupError("; ".join(problems))
         return registry
+
+    def _push_app_delete(self, step: str, app_name: str, own_serve: bool) -> None:
+        """Undo a Serve app: deleted by name on a shared cluster, by Serve's own shutdown when Serve is ours."""
+        if not own_serve:
+            self._push(step, lambda: serve.delete(app_name))
 
     def _start_ray(self, state: Path) -> bool:
         """Connect to the configured cluster or start a local one; True if we started it."""
