@@ -64,6 +64,7 @@ bench: venv footage
 	$(PY) -m benchmarks.performance.ingest --quick --out $(BENCH_OUT) && \
 	$(PY) -m benchmarks.performance.ingest_rtsp --cameras 50 --out $(BENCH_OUT) && \
 	$(PY) -m benchmarks.performance.inference --quick --out $(BENCH_OUT) && \
+	$(PY) -m benchmarks.performance.backends --out $(BENCH_OUT) && \
 	$(PY) -m benchmarks.performance.e2e --resolution 360p --counts 32 40 48 --baseline-counts 32 40 48 --out $(BENCH_OUT) && \
 	$(PY) -m benchmarks.performance.api --out $(BENCH_OUT) && \
 	if [ "$(BENCH_OUT)" = benchmarks/results ]; then $(PY) -m benchmarks.report; \

@@ -135,6 +135,32 @@ def _inference(lines: list[str]) -> None:
     )
 
 
+def _backends(lines: list[str]) -> None:
+    r = _load("backends")
+    if r is None:
+        lines.append("* **Detector backends** (`benchmarks/performance/backends.py`): not measured")
+        return
+    for model, m in r["results"].items():
+        entries = m["backends"]
+        ort = entries.get("onnxruntime", {}).get("best", {}).get("images_per_s_per_core")
+        parts = []
+        for name, e in entries.items():
+            b = e["best"]
+            a = e["agreement_with_onnxruntime"]
+            ratio = f", {b['images_per_s_per_core'] / ort:.2f}x" if ort and name != "onnxruntime" else ""
+            cpu_ms = [p["cpu_ms_per_image"] for p in e["points"]]
+            parts.append(
+                f"{name} {b['images_per_s_per_core']:.1f} img/s per core at B={b['batch']}{ratio} "
+                f"({min(cpu_ms):.1f}-{max(cpu_ms):.1f} CPU-ms/image over B={e['points'][0]['batch']}.."
+                f"{e['points'][-1]['batch']}; {a['detections_reproduced']}/{a['reference_detections']} of "
+                "onnxruntime's detections)"
+            )
+        lines.append(
+            f"* **Detector backends** — `benchmarks/performance/backends.py` ({_link('backends')}, {_machine(r)}): "
+            f"{model}@{m['input_size']}, one thread on one core, forward pass only: " + "; ".join(parts) + "."
+        )
+
+
 def _stage_text(extra: dict[str, Any]) -> str:
     """``decode 7 ms, queue 0 ms, ...`` from a point's per-stage means (cctv_frame_stage_seconds)."""
     b = extra.get("stage_breakdown") or {}
@@ -306,6 +332,7 @@ SECTIONS: tuple[Callable[[list[str]], None], ...] = (
     _ingest,
     _ingest_rtsp,
     _inference,
+    _backends,
     _e2e,
     _accuracy,
     _api,
