@@ -5,15 +5,21 @@ runs as ``python -m benchmarks.<group>.<name>`` in its own process on the real p
 the GStreamer RTSP simulator, onnxruntime, a local Ray with Serve, SeaweedFS), with inputs cut down until
 it takes seconds, and the result it writes is read back and checked for the fields the README and
 ``benchmarks.report`` read. The figures of a tiny run mean nothing and are not checked against targets.
+All runs start with the module, two at a time and one Ray-starting run at a time (on the 2-core CI machine
+the Ray ones spend most of their time starting up, so a light run fits beside each); each test waits for its
+own run and checks it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +27,7 @@ from typing import Any
 import pytest
 
 from cluster.rtsp_sim import system_ready
-from tests.conftest import CACHE_DIR, CLIPS_DIR, MODELS_DIR, ROOT
+from tests.conftest import CACHE_DIR, ROOT
 
 pytestmark = pytest.mark.slow
 
@@ -36,6 +42,7 @@ class TinyRun:
     check: Callable[[Path, str], None]
     timeout_s: float = 240.0
     needs_rtsp: bool = False
+    starts_ray: bool = False  # at most one of these at a time (each starts a local Ray, Serve and S3)
 
 
 def _json(path: Path) -> Any:
@@ -209,6 +216,7 @@ RUNS: dict[str, TinyRun] = {
             "{out}",
         ),
         check_inference,
+        starts_ray=True,
     ),
     "performance.e2e": TinyRun(
         (
@@ -227,6 +235,7 @@ RUNS: dict[str, TinyRun] = {
         ),
         check_e2e,
         needs_rtsp=True,
+        starts_ray=True,
     ),
     "performance.api": TinyRun(
         (
@@ -246,6 +255,7 @@ RUNS: dict[str, TinyRun] = {
             "{out}",
         ),
         check_api,
+        starts_ray=True,
     ),
     "accuracy": TinyRun(
         ("--sections", "water_level", "intrusion_loitering", "--quick", "--out", "{out}"), check_accuracy
@@ -311,32 +321,64 @@ def _tiny_inputs(out: Path) -> None:
     (streams / prepared[0].name).symlink_to(prepared[0])
 
 
-@pytest.mark.parametrize("name", sorted(RUNS))
-def test_benchmark_runs_on_a_tiny_input(name: str, tmp_path: Path, models_dir: Path, clips_dir: Path) -> None:
+PARALLEL_RUNS = 2  # two at a time on the 2-core CI machine: the Ray ones mostly wait on start-up
+
+
+@dataclass(frozen=True)
+class Finished:
+    """A tiny run's process, ended."""
+
+    out: Path
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def _run_one(name: str, out: Path, ray_lock: threading.Lock) -> Finished:
     run = RUNS[name]
     if run.needs_rtsp:
         ok, why = system_ready()
         assert ok, f"the RTSP simulator is not ready ({why}): make test installs its Debian packages"
-    _tiny_inputs(tmp_path)
-    argv = [a.replace("{out}", str(tmp_path)) for a in run.args]
-    env = {
-        **os.environ,
-        "OMP_NUM_THREADS": "1",
-        "RAY_USAGE_STATS_ENABLED": "0",
-        "PYTHONUNBUFFERED": "1",
-        "CCTV_MODELS_DIR": str(MODELS_DIR),
-        "CCTV_SHARED_DIR": str(CLIPS_DIR.parent.parent),
-    }
-    proc = subprocess.run(
-        [sys.executable, "-m", f"benchmarks.{name}", *argv],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=run.timeout_s,
-    )
-    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-    run.check(tmp_path, proc.stdout)
+    _tiny_inputs(out)
+    argv = [a.replace("{out}", str(out)) for a in run.args]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "RAY_USAGE_STATS_ENABLED": "0", "PYTHONUNBUFFERED": "1"}
+    with ray_lock if run.starts_ray else contextlib.nullcontext():
+        proc = subprocess.run(
+            [sys.executable, "-m", f"benchmarks.{name}", *argv],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=run.timeout_s,
+        )
+    return Finished(out, proc.returncode, proc.stdout, proc.stderr)
+
+
+@pytest.fixture(scope="module")
+def launched(
+    tmp_path_factory: pytest.TempPathFactory, models_dir: Path, clips_dir: Path
+) -> Iterator[dict[str, Future[Finished]]]:
+    """Every tiny run started at once, ``PARALLEL_RUNS`` at a time (the Ray ones first, one by one)."""
+    ray_lock = threading.Lock()
+    order = sorted(RUNS, key=lambda n: (not RUNS[n].starts_ray, n))
+    with ThreadPoolExecutor(max_workers=PARALLEL_RUNS, thread_name_prefix="tiny-run") as pool:
+        futures = {
+            name: pool.submit(_run_one, name, tmp_path_factory.mktemp(name.replace(".", "-")), ray_lock)
+            for name in order
+        }
+        try:
+            yield futures
+        finally:
+            for future in futures.values():
+                future.cancel()
+
+
+@pytest.mark.parametrize("name", sorted(RUNS))
+def test_benchmark_runs_on_a_tiny_input(name: str, launched: dict[str, Future[Finished]]) -> None:
+    # Its turn may come after every other run: wait for all of them at most.
+    done = launched[name].result(timeout=sum(r.timeout_s for r in RUNS.values()))
+    assert done.returncode == 0, f"exit {done.returncode}\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    RUNS[name].check(done.out, done.stdout)
 
 
 def test_every_script_has_a_tiny_run() -> None:
