@@ -261,18 +261,28 @@ def _accuracy(lines: list[str]) -> None:
     water = a["water_level"]["overall"]
     intr, loit = a["intrusion_loitering"]["intrusion"], a["intrusion_loitering"]["loitering"]
     crowd = a["crowd_events"]["summary"]
-    crowd_parts = [
-        f"{v} P {crowd[v]['precision']} / R {crowd[v]['recall']}"
-        for v in ("yolox_nano@416", "yolox_nano@640", "yolox_nano@800")
-        if v in crowd
-    ]
+
+    def _crowd(v: str, part: str) -> str:
+        m = crowd[v][part]
+        return f"{v} P {_2(m['precision'])} / R {_2(m['recall'])} (strict IoU {_pr(m['strict_iou'])})"
+
+    shown = [v for v in ("yolox_nano@416", "yolox_nano@640", "yolox_nano@800") if v in crowd]
+    if shown and "validation" in crowd[shown[0]]:
+        crowd_parts = [
+            "on the held-out validation clips ("
+            f"{crowd[shown[0]]['validation']['gt_required']} true events) "
+            + ", ".join(_crowd(v, "validation") for v in shown),
+            "tuning clips " + ", ".join(_crowd(v, "tuning") for v in shown),
+        ]
+    else:
+        crowd_parts = [f"{v} P {crowd[v]['precision']} / R {crowd[v]['recall']}" for v in shown]
     lines.append(
         f"* **Accuracy** — `python -m benchmarks.accuracy` ({_link('accuracy')}; "
         f"target P, R >= 0.9, water MAE <= 2 cm): "
         f"{fire_smoke}; "
         f"water level MAE {water['mae_cm']} cm, events P {water['precision']} / R {water['recall']}; "
         f"intrusion P {intr['precision']} / R {intr['recall']}, loitering P {loit['precision']} / R {loit['recall']}; "
-        f"crowd events {', '.join(crowd_parts)} (crowd cameras run at 640 px on CPU profiles, 800 px on GPU ones)."
+        f"crowd events {'; '.join(crowd_parts)} (crowd cameras run at 640 px on CPU profiles, 800 px on GPU ones)."
     )
 
 

@@ -3,7 +3,8 @@
 * crowd counts: hand-labelled frames (tests/data/crowd_labels.json) of ../shared/data clips and
   vtest.avi — mean absolute error of the detector's person counts (whole frame and a zone);
 * crowd events: the crowd and crowd-density rules on those clips and 80 hand-counted vtest.avi frames at 1 fps
-  (tests/data/crowd_events.json) — event-level precision/recall/F1 per event type and level, per detector variant;
+  (tests/data/crowd_events.json) — event-level precision/recall/F1 per event type and level, per detector variant,
+  on the tuning and the validation clips of tests/data/crowd_split.json (people/m² on a calibrated vtest zone);
 * fire and smoke: event-level precision/recall/F1, false alarms per camera-hour and time to alarm on the
   tuning and the validation clips of tests/data/fire_smoke_split.json (../shared clips and Debian's
   opencv-doc videos), each played forward once at the analytics rate from several sampling phases;

@@ -22,8 +22,14 @@ A stricter score (``strict``) also asks a matched pair to share time: temporal I
 precision/recall (an event open at a sample vs ``count >= threshold``) and the count MAE on the labelled samples
 are reported too.
 
+Split. ``tests/data/crowd_split.json`` puts every clip in a **tuning** or a **validation** set (fixed before any
+tuning against it) and each variant's events are also merged per set (``splits``; ``summary.<variant>.validation``
+is the figure to quote). It also holds vtest.avi's estimated ground calibration: the ``density_m2_vtest``
+scenario runs the density rule on that calibrated zone in people/m², the truth being the hand count over the
+zone's area computed by the product's own :class:`GroundPlane`.
+
 Run: ``.venv/bin/python -m benchmarks.accuracy.eval_crowd_events [--models-dir ../shared/models] [--clips-dir
-../shared/data/clips] [--vtest .cache/footage/vtest.avi]``; prints JSON.
+../shared/data/clips] [--vtest .cache/footage/vtest.avi] [--split tests/data/crowd_split.json]``; prints JSON.
 """
 
 from __future__ import annotations
@@ -32,7 +38,7 @@ import argparse
 import json
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -40,8 +46,8 @@ import cv2
 import numpy as np
 
 from actors.analytics.registry import build_rules
-from actors.analytics.zones import PERSON_LABEL
-from configs.analytics import SEVERITY_RANK, CrowdDensityConfig, Lifecycle
+from actors.analytics.zones import PERSON_LABEL, GroundPlane
+from configs.analytics import SEVERITY_RANK, CrowdDensityConfig, GroundCalibration, Lifecycle
 from configs.schema import CameraConfig, ZoneConfig
 from contracts.detector import Detection
 from contracts.events import EventPhase, EventTransition
@@ -52,6 +58,7 @@ REPO = Path(__file__).resolve().parents[2]
 VTEST_NAME = "vtest.avi"
 DEFAULT_EVENTS = REPO / "tests" / "data" / "crowd_events.json"
 DEFAULT_LABELS = REPO / "tests" / "data" / "crowd_labels.json"
+DEFAULT_SPLIT = REPO / "tests" / "data" / "crowd_split.json"
 DEFAULT_CLIPS = REPO.parent / "shared" / "data" / "clips"
 DEFAULT_MODELS = REPO.parent / "shared" / "models"
 DEFAULT_VTEST = REPO / ".cache" / "footage" / VTEST_NAME
@@ -79,13 +86,16 @@ class Scenario:
     """One rule configuration evaluated on some clips.
 
     ``threshold`` set: a ``crowd`` rule (people in the zone >= threshold); ``levels`` set: a ``crowd_density``
-    rule with count levels (caution, warning, severe) — the clips have no ground calibration, so no people/m².
+    rule with count levels (caution, warning, severe); ``levels_per_m2`` set: a ``crowd_density`` rule on a
+    calibrated zone (each clip needs a calibration in the split file), truth being the hand count over the
+    zone's ground area.
     """
 
     name: str
     clips: tuple[str, ...]
     threshold: int | None = None
     levels: tuple[int, int, int] | None = None
+    levels_per_m2: tuple[float, float, float] | None = None
 
 
 SCENARIOS: tuple[Scenario, ...] = (
@@ -113,7 +123,55 @@ SCENARIOS: tuple[Scenario, ...] = (
         levels=(10, 20, 30),
     ),
     Scenario("density_6_7_8_vtest", (VTEST_NAME,), levels=(6, 7, 8)),
+    # vtest's zone is ~1151 m2 (tests/data/crowd_split.json): 6, 7 and 9 people. Seoul's 3/4/5 people/m2 are
+    # not reached by any clip here (the densest, crowd_overhead_bw, has no calibration to estimate).
+    Scenario("density_m2_vtest", (VTEST_NAME,), levels_per_m2=(0.005, 0.006, 0.007)),
 )
+
+
+@dataclass(frozen=True)
+class ClipCalibration:
+    """A clip's ground calibration and the zone it is used on (from the split file)."""
+
+    zone_polygon: list[tuple[float, float]]
+    calibration: GroundCalibration
+
+    @property
+    def area_m2(self) -> float:
+        return GroundPlane(self.calibration).area_m2(self.zone_polygon)
+
+
+@dataclass(frozen=True)
+class Split:
+    """Which clips thresholds may be chosen on (``tuning``) and which are only reported (``validation``)."""
+
+    tuning: tuple[str, ...]
+    validation: tuple[str, ...]
+    calibrations: dict[str, ClipCalibration]
+
+    def of(self, clip: str) -> str:
+        if clip in self.tuning:
+            return "tuning"
+        if clip in self.validation:
+            return "validation"
+        raise KeyError(f"clip {clip!r} is in neither split of the crowd split file")
+
+
+def load_split(path: Path) -> Split:
+    """Read the split file; a clip in both sets or a bad calibration is an error naming it."""
+    doc = json.loads(Path(path).read_text())
+    tuning, validation = tuple(doc["tuning"]), tuple(doc["validation"])
+    both = set(tuning) & set(validation)
+    if both:
+        raise ValueError(f"{path}: clips {sorted(both)} are in both the tuning and the validation set")
+    cals = {
+        clip: ClipCalibration(
+            [tuple(p) for p in c["zone_polygon"]],
+            GroundCalibration(image_points=c["image_points"], ground_points_m=c["ground_points_m"]),
+        )
+        for clip, c in doc.get("calibrations", {}).items()
+    }
+    return Split(tuning, validation, cals)
 
 
 # ----------------------------------------------------------------------------------------------- scoring (pure)
@@ -254,6 +312,34 @@ def merge_counts(parts: Iterable[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def split_scores(scen: dict[str, Any], split: Split, part: str) -> dict[str, Any]:
+    """All event types of all scenarios, merged over the clips of one part of the split (loose and strict)."""
+    loose, strict = [], []
+    for result in scen.values():
+        for kind, scored in result.items():
+            if not kind.startswith("crowd"):
+                continue
+            for clip, pc in scored["per_clip"].items():
+                if split.of(clip) == part:
+                    loose.append(pc)
+                    strict.append(pc["strict"])
+    m, ms = merge_counts(loose), merge_counts(strict)
+    return {
+        "clips": sorted(
+            {
+                c
+                for r in scen.values()
+                for k, v in r.items()
+                if k.startswith("crowd")
+                for c in v["per_clip"]
+                if split.of(c) == part
+            }
+        ),
+        "events": {**m, "meets_target": meets_target(m)},
+        "events_strict": {**ms, "meets_target": meets_target(ms)},
+    }
+
+
 def meets_target(s: dict[str, Any], target: float = TARGET) -> bool:
     """Both precision and recall defined and at least ``target``."""
     return s["precision"] is not None and s["recall"] is not None and s["precision"] >= target and s["recall"] >= target
@@ -351,27 +437,39 @@ def whole_frame_zone(width: int, height: int) -> list[tuple[float, float]]:
     return [(-1.0, -1.0), (width + 1.0, -1.0), (width + 1.0, height + 1.0), (-1.0, height + 1.0)]
 
 
-def camera_for(scenario: Scenario, width: int, height: int) -> CameraConfig:
-    """The camera configuration a site would write for the scenario: one whole-frame zone."""
+def camera_for(scenario: Scenario, width: int, height: int, cal: ClipCalibration | None = None) -> CameraConfig:
+    """The camera configuration a site would write for the scenario: one whole-frame zone, or the calibrated
+    zone with the camera's ground calibration for a people/m² scenario."""
+    lifecycle = Lifecycle(min_duration_s=MIN_DURATION_S, cooldown_s=COOLDOWN_S)
+    density: CrowdDensityConfig | None = None
+    if scenario.levels is not None:
+        density = CrowdDensityConfig(levels_people=scenario.levels, lifecycle=lifecycle)
+    elif scenario.levels_per_m2 is not None:
+        if cal is None:
+            raise ValueError(f"scenario {scenario.name!r} is in people/m2 but the clip has no ground calibration")
+        density = CrowdDensityConfig(levels_people_per_m2=scenario.levels_per_m2, lifecycle=lifecycle)
     zone = ZoneConfig(
         name="frame",
-        polygon=whole_frame_zone(width, height),
+        polygon=cal.zone_polygon if cal is not None else whole_frame_zone(width, height),
         crowd_threshold_people=scenario.threshold,
         min_duration_s=MIN_DURATION_S,
         cooldown_s=COOLDOWN_S,
-        crowd_density=None
-        if scenario.levels is None
-        else CrowdDensityConfig(
-            levels_people=scenario.levels, lifecycle=Lifecycle(min_duration_s=MIN_DURATION_S, cooldown_s=COOLDOWN_S)
-        ),
+        crowd_density=density,
     )
-    return CameraConfig(id="eval", url="file:///dev/null", zones=[zone])
+    return CameraConfig(
+        id="eval", url="file:///dev/null", zones=[zone], calibration=None if cal is None else cal.calibration
+    )
 
 
-def run_rule(scenario: Scenario, samples: ClipSamples, dets: Sequence[Sequence[Detection]]) -> list[EventTransition]:
+def run_rule(
+    scenario: Scenario,
+    samples: ClipSamples,
+    dets: Sequence[Sequence[Detection]],
+    cal: ClipCalibration | None = None,
+) -> list[EventTransition]:
     """Feed the detections to the scenario's rule; close any open event at the last sample."""
     h, w = samples.frames[0].shape[:2]
-    rules = build_rules(camera_for(scenario, w, h))
+    rules = build_rules(camera_for(scenario, w, h, cal))
     assert len(rules) == 1, rules
     rule = rules[0]
     out: list[EventTransition] = []
@@ -382,26 +480,40 @@ def run_rule(scenario: Scenario, samples: ClipSamples, dets: Sequence[Sequence[D
 
 
 def evaluate_scenario(
-    scenario: Scenario, samples: dict[str, ClipSamples], dets: dict[str, list[list[Detection]]]
+    scenario: Scenario,
+    samples: dict[str, ClipSamples],
+    dets: dict[str, list[list[Detection]]],
+    calibrations: dict[str, ClipCalibration] | None = None,
 ) -> dict[str, Any]:
     """Per clip and overall event scores (per level for density scenarios)."""
-    kinds: list[tuple[str, str | None, int]] = (
+    levels = scenario.levels if scenario.levels is not None else scenario.levels_per_m2
+    kinds: list[tuple[str, str | None, float]] = (
         [("crowd", None, scenario.threshold)]
         if scenario.threshold is not None
-        else [(f"crowd_density:{lv}", lv, th) for lv, th in zip(LEVELS, scenario.levels or (), strict=True)]
+        else [(f"crowd_density:{lv}", lv, th) for lv, th in zip(LEVELS, levels or (), strict=True)]
     )
-    result: dict[str, Any] = {"threshold": scenario.threshold, "levels_people": scenario.levels}
+    result: dict[str, Any] = {
+        "threshold": scenario.threshold,
+        "levels_people": scenario.levels,
+        "levels_people_per_m2": scenario.levels_per_m2,
+    }
+    per_m2 = scenario.levels_per_m2 is not None
+    cals = {clip: (calibrations or {}).get(clip) for clip in scenario.clips} if per_m2 else {}
+    if per_m2:
+        result["zone_area_m2"] = {clip: None if c is None else round(c.area_m2, 1) for clip, c in cals.items()}
     for kind, level, threshold in kinds:
         per_clip: dict[str, Any] = {}
         for clip in scenario.clips:
             s = samples[clip]
-            transitions = run_rule(scenario, s, dets[clip])
+            cal = cals.get(clip)
+            transitions = run_rule(scenario, s, dets[clip], cal)
             pred = predicted_windows(transitions, level)
-            gt = gt_windows(s.ts, s.label, threshold, min_duration_s=MIN_DURATION_S, cooldown_s=COOLDOWN_S)
+            truth = [c / cal.area_m2 for c in s.label] if cal is not None else list(s.label)
+            gt = gt_windows(s.ts, truth, threshold, min_duration_s=MIN_DURATION_S, cooldown_s=COOLDOWN_S)
             per_clip[clip] = {
                 **score_events(pred, gt, tolerance_s=1.0 / s.fps),
                 "strict": score_events(pred, gt, tolerance_s=1.0 / s.fps, min_iou=STRICT_IOU),
-                "frames": score_frames(s.ts, pred, [c >= threshold for c in s.label]),
+                "frames": score_frames(s.ts, pred, [v >= threshold for v in truth]),
                 "gt_windows_s": [[round(g.start, 1), round(g.end, 1), g.required] for g in gt],
                 "pred_windows_s": [[round(p.start, 1), round(p.end, 1)] for p in pred],
             }
@@ -422,10 +534,16 @@ def evaluate(
     vtest: Path = DEFAULT_VTEST,
     models_dir: Path = DEFAULT_MODELS,
     variants: Sequence[tuple[str, int]] = VARIANTS,
+    split_path: Path = DEFAULT_SPLIT,
 ) -> dict[str, Any]:
     """Event-level scores of every scenario, per detector variant; see the module docstring."""
     samples = load_samples(events_path, labels_path, clips_dir, vtest)
+    split = load_split(split_path)
+    unsplit = sorted({c for sc in SCENARIOS for c in sc.clips} - set(split.tuning) - set(split.validation))
+    if unsplit:
+        raise ValueError(f"{split_path}: clips {unsplit} of the scenarios are in neither split")
     result: dict[str, Any] = {
+        "split": {"path": str(split_path), "tuning": list(split.tuning), "validation": list(split.validation)},
         "ground_truth": {
             "sequence_labels": str(events_path),
             "sparse_labels": str(labels_path),
@@ -466,8 +584,11 @@ def evaluate(
             )
             for s in samples.values()
         }
-        scen = {sc.name: evaluate_scenario(sc, samples, dets) for sc in SCENARIOS}
-        kinds = [(sc.name, k) for sc in SCENARIOS for k in scen[sc.name] if k.startswith("crowd")]
+        # a scenario runs on the clips whose samples were loaded (a cut-down label file drops some)
+        scenarios = [replace(sc, clips=tuple(c for c in sc.clips if c in samples)) for sc in SCENARIOS]
+        scenarios = [sc for sc in scenarios if sc.clips]
+        scen = {sc.name: evaluate_scenario(sc, samples, dets, split.calibrations) for sc in scenarios}
+        kinds = [(sc.name, k) for sc in scenarios for k in scen[sc.name] if k.startswith("crowd")]
         headline = merge_counts(scen[n][k]["overall"] for n, k in kinds)
         headline_strict = merge_counts(scen[n][k]["overall_strict"] for n, k in kinds)
         per_type: dict[str, Any] = {}
@@ -486,6 +607,7 @@ def evaluate(
             "all_event_types": {**headline, "meets_target": meets_target(headline)},
             "all_event_types_strict": {**headline_strict, "meets_target": meets_target(headline_strict)},
             "per_event_type": per_type,
+            "splits": {name: split_scores(scen, split, name) for name in ("tuning", "validation")},
             "scenarios": scen,
         }
     _keys = ("precision", "recall", "f1", "meets_target")
@@ -495,6 +617,14 @@ def evaluate(
             "detect_ms_per_frame_median": v["detect_ms_per_frame_median"],
             **{k: v["all_event_types"][k] for k in _keys},
             "strict_iou": {k: v["all_event_types_strict"][k] for k in _keys},
+            **{
+                part: {
+                    "gt_required": v["splits"][part]["events"]["gt_required"],
+                    **{k: v["splits"][part]["events"][k] for k in _keys},
+                    "strict_iou": {k: v["splits"][part]["events_strict"][k] for k in _keys},
+                }
+                for part in ("tuning", "validation")
+            },
         }
         for name, v in result["variants"].items()
     }
@@ -509,6 +639,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--clips-dir", type=Path, default=DEFAULT_CLIPS)
     p.add_argument("--vtest", type=Path, default=DEFAULT_VTEST)
     p.add_argument("--models-dir", type=Path, default=DEFAULT_MODELS)
+    p.add_argument("--split", type=Path, default=DEFAULT_SPLIT, help="tuning/validation clips and calibrations")
     p.add_argument(
         "--variants",
         nargs="+",
@@ -520,7 +651,7 @@ def main(argv: list[str] | None = None) -> int:
     variants = (
         VARIANTS if args.variants is None else tuple((v.split("@")[0], int(v.split("@")[1])) for v in args.variants)
     )
-    result = evaluate(args.events, args.labels, args.clips_dir, args.vtest, args.models_dir, variants)
+    result = evaluate(args.events, args.labels, args.clips_dir, args.vtest, args.models_dir, variants, args.split)
     print(json.dumps(result, indent=1))
     return 0
 

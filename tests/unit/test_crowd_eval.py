@@ -2,26 +2,45 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
+import pytest
+
 from actors.analytics.registry import build_rules
 from benchmarks.accuracy.eval_crowd_events import (
+    DEFAULT_SPLIT,
+    SCENARIOS,
+    VTEST_NAME,
     Scenario,
+    Split,
     Window,
     camera_for,
     gt_windows,
     iou,
+    load_split,
     meets_target,
     merge_counts,
     predicted_windows,
     score_events,
     score_frames,
+    split_scores,
 )
 from contracts.detector import Detection
 
 
-def _persons(n: int) -> list[Detection]:
+def _persons(n: int, y: float = 50.0) -> list[Detection]:
     return [
-        Detection(class_id=0, label="person", score=0.9, box=(10.0 * i, 10.0, 10.0 * i + 5, 50.0)) for i in range(n)
+        Detection(class_id=0, label="person", score=0.9, box=(10.0 * i, y - 40.0, 10.0 * i + 5, y)) for i in range(n)
     ]
+
+
+def _events(rule, ts: list[float], counts: list[int], y: float = 50.0) -> list:
+    out = []
+    for t, c in zip(ts, counts, strict=True):
+        out.extend(rule.update(t, _persons(c, y)))
+    out.extend(rule.close(ts[-1]))
+    return out
 
 
 def test_gt_windows_merge_short_gaps_and_mark_short_runs_optional() -> None:
@@ -124,3 +143,74 @@ def test_strict_matching_rejects_an_event_that_only_touches_the_truth() -> None:
     assert (lenient["precision"], lenient["recall"]) == (1.0, 1.0)
     assert (strict["precision"], strict["recall"]) == (0.5, 0.5)
     assert strict["false_positive"] == 1 and strict["missed"] == 1
+
+
+def test_split_file_puts_every_scenario_clip_in_exactly_one_part() -> None:
+    split = load_split(DEFAULT_SPLIT)
+    clips = {c for sc in SCENARIOS for c in sc.clips}
+    assert clips == set(split.tuning) | set(split.validation)
+    assert not set(split.tuning) & set(split.validation)
+    for sc in SCENARIOS:
+        if sc.levels_per_m2 is not None:
+            assert all(c in split.calibrations for c in sc.clips), sc.name
+    with pytest.raises(KeyError, match="not_a_clip"):
+        split.of("not_a_clip")
+
+
+def test_a_clip_in_both_parts_is_refused_by_name(tmp_path: Path) -> None:
+    bad = tmp_path / "split.json"
+    bad.write_text(json.dumps({"tuning": ["a.mp4", "b.mp4"], "validation": ["b.mp4"]}))
+    with pytest.raises(ValueError, match=r"\['b.mp4'\] are in both"):
+        load_split(bad)
+
+
+def test_vtest_calibration_gives_the_zone_an_area_of_about_1150_m2() -> None:
+    cal = load_split(DEFAULT_SPLIT).calibrations[VTEST_NAME]
+    assert 1100 < cal.area_m2 < 1200, cal.area_m2  # the figure written in the split file's method
+
+
+def test_people_per_m2_levels_on_a_calibrated_zone_give_the_count_levels_events() -> None:
+    """Levels of k people over the zone's area, in people/m², open the same events as levels of k people."""
+    cal = load_split(DEFAULT_SPLIT).calibrations[VTEST_NAME]
+    k = (5, 10, 20)
+    per_m2 = tuple((n - 0.25) / cal.area_m2 for n in k)  # a median of two counts can end in .5
+    counts = [0] * 3 + [7] * 6 + [12] * 8 + [25] * 4 + [0] * 12
+    ts = [float(t) for t in range(len(counts))]
+    by_count = _events(build_rules(camera_for(Scenario("c", ("x",), levels=k), 768, 576))[0], ts, counts, y=300.0)
+    dense = build_rules(camera_for(Scenario("m", ("x",), levels_per_m2=per_m2), 768, 576, cal))[0]
+    by_area = _events(dense, ts, counts, y=300.0)
+    for level in ("caution", "warning", "severe"):
+        assert predicted_windows(by_area, level) == predicted_windows(by_count, level), level
+    assert by_area and all(t.unit == "people/m2" for t in by_area)
+    assert "people/m2" in by_area[0].detail
+
+
+def test_a_people_per_m2_scenario_without_calibration_is_refused() -> None:
+    with pytest.raises(ValueError, match="no ground calibration"):
+        camera_for(Scenario("m", ("x",), levels_per_m2=(1.0, 2.0, 3.0)), 640, 480)
+
+
+def test_split_scores_merge_only_the_clips_of_that_part() -> None:
+    def per_clip(pred: int, tp: int, gt: int, hit: int) -> dict:
+        counts = {
+            "predicted": pred,
+            "true_positive_predicted": tp,
+            "false_positive": pred - tp,
+            "gt_required": gt,
+            "gt_optional": 0,
+            "gt_detected": hit,
+            "missed": gt - hit,
+        }
+        return {**counts, "strict": dict(counts)}
+
+    scen = {
+        "s": {
+            "threshold": 8,
+            "crowd": {"per_clip": {"a": per_clip(2, 1, 1, 1), "b": per_clip(1, 1, 2, 1)}},
+        }
+    }
+    split = Split(("a",), ("b",), {})
+    tuning, validation = split_scores(scen, split, "tuning"), split_scores(scen, split, "validation")
+    assert tuning["clips"] == ["a"] and validation["clips"] == ["b"]
+    assert (tuning["events"]["precision"], tuning["events"]["recall"]) == (0.5, 1.0)
+    assert (validation["events"]["precision"], validation["events"]["recall"]) == (1.0, 0.5)
