@@ -5,19 +5,20 @@ runs as ``python -m benchmarks.<group>.<name>`` in its own process on the real p
 the GStreamer RTSP simulator, onnxruntime, a local Ray with Serve, SeaweedFS), with inputs cut down until
 it takes seconds, and the result it writes is read back and checked for the fields the README and
 ``benchmarks.report`` read. The figures of a tiny run mean nothing and are not checked against targets.
-All runs start with the module, two at a time and one Ray-starting run at a time (on the 2-core CI machine
-the Ray ones spend most of their time starting up, so a light run fits beside each); each test waits for its
-own run and checks it.
+All runs start with the module in two lanes: one runs the Ray-starting scripts one after the other, then
+helps with the rest; the other runs the light scripts, longest first (on the 2-core CI machine the Ray ones
+spend most of their time starting up, so light runs fit beside them). Each test waits for its own run and
+checks it. Scripts that take the weights and footage as arguments get the suite's (``{models}``,
+``{clips}``, ``{shared}``: CCTV_MODELS_DIR / CCTV_SHARED_DIR); the others read ``../shared`` themselves.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
+import queue
 import subprocess
 import sys
-import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -26,8 +27,9 @@ from typing import Any
 
 import pytest
 
+from cluster.footage import prepare_stream
 from cluster.rtsp_sim import system_ready
-from tests.conftest import CACHE_DIR, ROOT
+from tests.conftest import CACHE_DIR, ROOT, SHARED
 
 pytestmark = pytest.mark.slow
 
@@ -36,13 +38,15 @@ DATA = ROOT / "tests" / "data"
 
 @dataclass(frozen=True)
 class TinyRun:
-    """One script's tiny run: its arguments (``{out}`` is the result folder) and a check of what it wrote."""
+    """One script's tiny run: its arguments (``{out}`` is the result folder; ``{models}``, ``{clips}`` and
+    ``{shared}`` the suite's weights, footage and shared folder) and a check of what it wrote."""
 
     args: tuple[str, ...]
     check: Callable[[Path, str], None]
     timeout_s: float = 240.0
     needs_rtsp: bool = False
     starts_ray: bool = False  # at most one of these at a time (each starts a local Ray, Serve and S3)
+    expected_s: float = 10.0  # rough length on the CI machine: light runs start longest first
 
 
 def _json(path: Path) -> Any:
@@ -131,6 +135,9 @@ def check_eval_crowd_events(_: Path, stdout: str) -> None:
     r = _stdout_json(stdout)
     assert list(r["variants"]) == ["person_lwpd@192"], list(r["variants"])
     assert r["deployment_default"] == "person_lwpd@192"
+    summary = r["summary"]["person_lwpd@192"]
+    assert {"tuning", "validation"} <= set(summary), list(summary)
+    assert r["variants"]["person_lwpd@192"]["scenarios"]["density_m2_vtest"]["zone_area_m2"]["vtest.avi"] > 0
 
 
 def check_eval_fire(out: Path, _: str) -> None:
@@ -189,10 +196,27 @@ RUNS: dict[str, TinyRun] = {
         check_sim_capacity,
         needs_rtsp=True,
     ),
-    "performance.ort_threads": TinyRun(("--batches", "1", "--duration-s", "0.5", "--out", "{out}"), check_ort_threads),
+    "performance.ort_threads": TinyRun(
+        ("--models-dir", "{models}", "--batches", "1", "--duration-s", "0.5", "--out", "{out}"), check_ort_threads
+    ),
     "performance.backends": TinyRun(
-        ("--models", "person_lwpd", "--batches", "1", "2", "--duration-s", "0.2", "--rounds", "1", "--out", "{out}"),
+        (
+            "--models",
+            "person_lwpd",
+            "--models-dir",
+            "{models}",
+            "--batches",
+            "1",
+            "2",
+            "--duration-s",
+            "0.2",
+            "--rounds",
+            "1",
+            "--out",
+            "{out}",
+        ),
         check_backends,
+        expected_s=30.0,
     ),
     "performance.inference": TinyRun(
         (
@@ -212,6 +236,8 @@ RUNS: dict[str, TinyRun] = {
             "1",
             "--retries",
             "0",
+            "--models-dir",
+            "{models}",
             "--out",
             "{out}",
         ),
@@ -230,6 +256,8 @@ RUNS: dict[str, TinyRun] = {
             "3",
             "--replicas",
             "1",
+            "--models-dir",
+            "{models}",
             "--out",
             "{out}",
         ),
@@ -251,6 +279,8 @@ RUNS: dict[str, TinyRun] = {
             "0",
             "--state-dir",
             "{out}/state",
+            "--models-dir",
+            "{models}",
             "--out",
             "{out}",
         ),
@@ -258,13 +288,30 @@ RUNS: dict[str, TinyRun] = {
         starts_ray=True,
     ),
     "accuracy": TinyRun(
-        ("--sections", "water_level", "intrusion_loitering", "--quick", "--out", "{out}"), check_accuracy
+        ("--sections", "water_level", "intrusion_loitering", "--quick", "--shared", "{shared}", "--out", "{out}"),
+        check_accuracy,
+        expected_s=80.0,
     ),
-    "accuracy.eval_crowd": TinyRun(("--labels", "{out}/crowd_labels.json"), check_eval_crowd),
+    "accuracy.eval_crowd": TinyRun(
+        ("--labels", "{out}/crowd_labels.json", "--models-dir", "{models}", "--clips-dir", "{clips}"), check_eval_crowd
+    ),
     "accuracy.eval_crowd_events": TinyRun(
-        ("--events", "{out}/crowd_events.json", "--variants", "person_lwpd@192"), check_eval_crowd_events
+        (
+            "--events",
+            "{out}/crowd_events.json",
+            "--variants",
+            "person_lwpd@192",
+            "--models-dir",
+            "{models}",
+            "--clips-dir",
+            "{clips}",
+        ),
+        check_eval_crowd_events,
     ),
-    "accuracy.eval_fire": TinyRun(("--split-file", "{out}/fire_smoke_split.json", "--out", "{out}"), check_eval_fire),
+    "accuracy.eval_fire": TinyRun(
+        ("--split-file", "{out}/fire_smoke_split.json", "--shared-clips", "{clips}", "--out", "{out}"),
+        check_eval_fire,
+    ),
     "accuracy.eval_tracking": TinyRun(("--seeds", "1", "--n-per-type", "2", "--out", "{out}"), check_eval_tracking),
     "accuracy.eval_water": TinyRun(
         ("--scene", SHORTEST_WATER_SCENE, "--duration-s", "3", "--out", "{out}"), check_eval_water
@@ -291,7 +338,7 @@ RUNS: dict[str, TinyRun] = {
 }
 
 
-def _tiny_inputs(out: Path) -> None:
+def _tiny_inputs(out: Path, stream: Path) -> None:
     """Cut-down copies of the labelled inputs, written where the tiny runs' arguments point."""
     labels = json.loads((DATA / "crowd_labels.json").read_text())
     labels["frames"] = labels["frames"][:2]
@@ -316,12 +363,7 @@ def _tiny_inputs(out: Path) -> None:
 
     streams = out / "streams"
     streams.mkdir()
-    prepared = sorted((CACHE_DIR / "streams").glob("*.h360.*.mp4"))
-    assert prepared, f"no prepared 360p stream under {CACHE_DIR / 'streams'}: make test prepares them"
-    (streams / prepared[0].name).symlink_to(prepared[0])
-
-
-PARALLEL_RUNS = 2  # two at a time on the 2-core CI machine: the Ray ones mostly wait on start-up
+    (streams / stream.name).symlink_to(stream)
 
 
 @dataclass(frozen=True)
@@ -334,38 +376,69 @@ class Finished:
     stderr: str
 
 
-def _run_one(name: str, out: Path, ray_lock: threading.Lock) -> Finished:
+def _run_one(name: str, out: Path, paths: dict[str, Path], stream: Path) -> Finished:
     run = RUNS[name]
     if run.needs_rtsp:
         ok, why = system_ready()
         assert ok, f"the RTSP simulator is not ready ({why}): make test installs its Debian packages"
-    _tiny_inputs(out)
-    argv = [a.replace("{out}", str(out)) for a in run.args]
+    _tiny_inputs(out, stream)
+    argv = list(run.args)
+    for key, path in {"out": out, **paths}.items():
+        argv = [a.replace("{" + key + "}", str(path)) for a in argv]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "RAY_USAGE_STATS_ENABLED": "0", "PYTHONUNBUFFERED": "1"}
-    with ray_lock if run.starts_ray else contextlib.nullcontext():
-        proc = subprocess.run(
-            [sys.executable, "-m", f"benchmarks.{name}", *argv],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=run.timeout_s,
-        )
+    proc = subprocess.run(
+        [sys.executable, "-m", f"benchmarks.{name}", *argv],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=run.timeout_s,
+    )
     return Finished(out, proc.returncode, proc.stdout, proc.stderr)
+
+
+def lane_plan(runs: dict[str, TinyRun]) -> tuple[list[str], list[str]]:
+    """The Ray-starting runs (one lane, in order) and the light ones, longest first (shared by both lanes)."""
+    heavy = sorted(n for n, r in runs.items() if r.starts_ray)
+    light = sorted((n for n, r in runs.items() if not r.starts_ray), key=lambda n: (-runs[n].expected_s, n))
+    return heavy, light
 
 
 @pytest.fixture(scope="module")
 def launched(
-    tmp_path_factory: pytest.TempPathFactory, models_dir: Path, clips_dir: Path
+    tmp_path_factory: pytest.TempPathFactory, models_dir: Path, clips_dir: Path, vtest_path: Path
 ) -> Iterator[dict[str, Future[Finished]]]:
-    """Every tiny run started at once, ``PARALLEL_RUNS`` at a time (the Ray ones first, one by one)."""
-    ray_lock = threading.Lock()
-    order = sorted(RUNS, key=lambda n: (not RUNS[n].starts_ray, n))
-    with ThreadPoolExecutor(max_workers=PARALLEL_RUNS, thread_name_prefix="tiny-run") as pool:
-        futures = {
-            name: pool.submit(_run_one, name, tmp_path_factory.mktemp(name.replace(".", "-")), ray_lock)
-            for name in order
-        }
+    """Every tiny run started at once in two lanes: the Ray ones one by one in the first, light ones in both."""
+    paths = {"models": models_dir, "clips": clips_dir, "shared": SHARED}
+    stream = prepare_stream(vtest_path, CACHE_DIR / "streams", gop_s=1.0, max_height=360)  # what the GPU ones read
+    futures: dict[str, Future[Finished]] = {name: Future() for name in RUNS}
+    heavy, light = lane_plan(RUNS)
+    pending: queue.SimpleQueue[str] = queue.SimpleQueue()
+    for name in light:
+        pending.put(name)
+
+    def finish(name: str) -> None:
+        future = futures[name]
+        if not future.set_running_or_notify_cancel():
+            return  # cancelled at tear-down
+        try:
+            future.set_result(_run_one(name, tmp_path_factory.mktemp(name.replace(".", "-")), paths, stream))
+        except Exception as exc:  # any failure (timeout, assertion) is handed to the test that waits on it
+            future.set_exception(exc)
+
+    def lane(first: list[str]) -> None:
+        for name in first:
+            finish(name)
+        while True:
+            try:
+                name = pending.get_nowait()
+            except queue.Empty:
+                return
+            finish(name)
+
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="tiny-run") as pool:
+        pool.submit(lane, heavy)
+        pool.submit(lane, [])
         try:
             yield futures
         finally:
@@ -386,3 +459,10 @@ def test_every_script_has_a_tiny_run() -> None:
 
     missing = sorted(set(scripts()) - set(RUNS) - set(TINY_RUNS))
     assert missing == [], f"give these a tiny run here: {missing}"
+
+
+def test_lanes_run_every_script_once_with_the_ray_ones_in_one_lane() -> None:
+    heavy, light = lane_plan(RUNS)
+    assert sorted(heavy + light) == sorted(RUNS)
+    assert all(RUNS[n].starts_ray for n in heavy) and not any(RUNS[n].starts_ray for n in light)
+    assert [RUNS[n].expected_s for n in light] == sorted((RUNS[n].expected_s for n in light), reverse=True)
