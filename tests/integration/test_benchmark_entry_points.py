@@ -24,6 +24,9 @@ TINY_RUNS = {
     "gpu.e2e_loop": "tests/integration/test_gpu_scripts_cpu.py::test_e2e_loop_quick_on_cpu",
     "gpu.run_all": "tests/integration/test_gpu_scripts_cpu.py::test_run_all_dry_run_with_a_tiny_budget",
     "gpu.torch_detector_check": "tests/unit/test_torch_runner.py::test_gpu_check_script_dry_run_on_cpu",
+    "performance.profile_live": (
+        "tests/integration/test_pipeline.py::test_live_profile_books_cpu_to_the_shards_and_the_replica"
+    ),
     "report": "tests/unit/test_report.py",
 }
 

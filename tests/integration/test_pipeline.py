@@ -171,6 +171,30 @@ def test_no_frame_is_decoded_twice_and_sampling_follows_keyframes(runtime: Runti
     assert sum(x.frames_analysed for x in stats) >= 10
 
 
+def test_live_profile_books_cpu_to_the_shards_and_the_replica(runtime: Runtime, tmp_path: Path) -> None:
+    """benchmarks.performance.profile_live on this live run: CPU per kind from /proc and a py-spy profile each."""
+    import json
+    import subprocess
+    import sys
+
+    out = tmp_path / "profile.json"
+    args = ["--cameras", "1", "--duration-s", "2", "--rate", "50", "--all", "--out", str(out)]
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.performance.profile_live", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    r = json.loads(out.read_text())
+    assert r["cpu_by_kind"]["decoder_shard"]["processes"] == 2, r["cpu_by_kind"]  # num_shards=2 above
+    assert r["cpu_by_kind"]["detector_replica"]["processes"] >= 1, r["cpu_by_kind"]
+    assert r["cpu_by_kind"]["decoder_shard"]["cores"] > 0, r["cpu_by_kind"]
+    for kind in ("decoder_shard", "detector_replica"):
+        profile = r["profiles"][kind]
+        assert "error" not in profile and profile["samples"] >= 0 and isinstance(profile["self"], list), profile
+
+
 def test_prometheus_scrapes_frame_counters(runtime: Runtime, tmp_path: Path) -> None:
     assert runtime.endpoints is not None
     sd = runtime.endpoints.prometheus_file_sd
