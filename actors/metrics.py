@@ -65,6 +65,12 @@ FRAME_STAGE = Histogram(
     ["shard", "stage"],
     buckets=STAGE_BUCKETS_S,
 )
+DETECT_CALLS = Counter(
+    "cctv_detector_calls_total",
+    "Detector calls from this shard by where the replica ran: same_node (the frames stayed on this node) or "
+    "other_node (they crossed the network: no local replica, or all local ones full).",
+    ["shard", "locality"],
+)
 FRAMES_PER_CALL = Histogram(
     "cctv_detector_call_frames",
     "Frames carried by one detector call from this shard (queued frames are sent together).",

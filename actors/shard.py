@@ -21,7 +21,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 import ray
-from ray import serve
 
 from actors import metrics as m
 from actors.alarm_frame import AlarmFrame, AlarmFrames, render_alarm_frame
@@ -37,6 +36,7 @@ from contracts.events import EventNotice, EventPhase, EventTransition
 from contracts.exports import ExportOrder, ExportProgress
 from serve_apps.detector.deployment import DETECTOR_DEPLOYMENT
 from serve_apps.detector.preprocess import letterbox
+from serve_apps.detector.routing import detector_handle
 from serve_apps.metrics_export import export_metrics
 from storage.access import S3Access
 from storage.clip_store import ClipStore
@@ -95,6 +95,10 @@ class ShardStats:
     batch_sizes: dict[int, int]
     e2e_latency_ms: tuple[float, ...]
     metrics_address: str
+    node_id: str = ""
+    detector_calls_same_node: int = 0
+    """Calls answered by a replica on this shard's node (cluster.detector_routing)."""
+    detector_calls_other_node: int = 0
 
 
 class _Camera:
@@ -172,10 +176,13 @@ class DecoderShard:
         )
         self.spool.start()  # after the recorder: resumed exports report their upload to it
         # One Serve app per detector; each camera uses the one for its purpose.
+        # Same node first (cluster.detector_routing): frames stay on the node that decoded them.
+        self._node_id = ray.get_runtime_context().get_node_id()
         self._handles = {
-            det.app_name: serve.get_deployment_handle(DETECTOR_DEPLOYMENT, app_name=det.app_name)
+            det.app_name: detector_handle(DETECTOR_DEPLOYMENT, det.app_name, cl.detector_routing)
             for det in [settings.detector, *settings.purpose_detectors.values()]
         }
+        self._calls_by_locality = {"same_node": 0, "other_node": 0}
         self._workers = [
             threading.Thread(target=self._detect_loop, name=f"detect-{i}", daemon=True)
             for i in range(cl.max_in_flight_per_shard)
@@ -264,6 +271,9 @@ class DecoderShard:
             batch_sizes=dict(self._batch_sizes),
             e2e_latency_ms=tuple(self._e2e_ms),
             metrics_address=self.metrics_address,
+            node_id=self._node_id,
+            detector_calls_same_node=self._calls_by_locality["same_node"],
+            detector_calls_other_node=self._calls_by_locality["other_node"],
         )
 
     def ready(self) -> str:
@@ -452,6 +462,9 @@ class DecoderShard:
                 self._in_flight -= 1
         call_s = time.perf_counter() - t0
         m.DETECT_CALL_LATENCY.labels(self.shard_id).observe(call_s)
+        locality = "same_node" if results and results[0].node_id == self._node_id else "other_node"
+        self._calls_by_locality[locality] += 1
+        m.DETECT_CALLS.labels(self.shard_id, locality).inc()
         m.FRAMES_PER_CALL.labels(self.shard_id).observe(len(frames))
         call_stage = stage.labels(self.shard_id, "detector_call")
         for _ in frames:

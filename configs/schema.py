@@ -387,6 +387,12 @@ class ClusterConfig(_Model):
         description="Pin this many shards to every alive node offering shard_resources (num_shards is then "
         "ignored): shards follow nodes as they join and leave.",
     )
+    detector_routing: Literal["same_node_first", "any_node"] = Field(
+        default="same_node_first",
+        description="same_node_first: a shard sends its frames to a detector replica on its own node (frames "
+        "never cross the network) and only falls back to other nodes when none is there or all local ones are "
+        "full; any_node: Serve's plain power-of-two choice over every replica.",
+    )
     placement_epsilon: float = Field(
         default=0.1, ge=0, le=1, description="A shard takes cameras while its cost is within (1 + this) x the mean."
     )

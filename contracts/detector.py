@@ -97,3 +97,5 @@ class DetectResult:
     """Model forward plus post-processing for the whole batch."""
     queue_ms: float
     """From the request's arrival in the replica to the start of its batch."""
+    node_id: str = ""
+    """Ray node id of the replica that ran it ("" outside Ray): the shard books the call same-node or not."""

@@ -34,6 +34,7 @@ from typing import Any
 
 import cv2
 import numpy as np
+import ray
 from prometheus_client import Counter, Gauge, Histogram
 from ray import serve
 from starlette.exceptions import HTTPException
@@ -162,6 +163,7 @@ class Detector:
         self.metrics_address = export_metrics(
             "detector", f"{cfg.app_name}-{replica}", bind_host=metrics_bind_host, namespace=namespace
         )
+        self._node_id = ray.get_runtime_context().get_node_id() if ray.is_initialized() else ""
         self._forward_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="forward")
         self._coalescer: ForwardCoalescer[DetectRequest, tuple[tuple[Detection, ...], str]] = ForwardCoalescer(
             self._run_pass, cfg.max_batch_size, self._forward_pool, on_pass=self._observe_pass
@@ -222,6 +224,7 @@ class Detector:
                 batch_size=info.images,
                 inference_ms=info.duration_s * 1000.0,
                 queue_ms=share.queued_s * 1000.0,
+                node_id=self._node_id,
             )
             for r, (dets, model_id) in zip(requests, share.outputs, strict=True)
         ]

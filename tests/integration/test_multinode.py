@@ -1,9 +1,12 @@
 """Node loss and return on a real multi-node Ray (``ray.cluster_utils.Cluster``: head + 2 workers).
 
 60 RTSP cameras from the simulator, ``shards_per_node: 2`` on the two worker nodes (they offer the
-``decode_node`` resource; the head runs Serve and the controller). Removing a worker: every camera
-it ran streams again on the survivor within 30 s. Adding a worker back: the controller gives it
-shards and rebalances; only about the new node's fair share of cameras moves (≤ 1.3x).
+``decode_node`` resource; the head runs Serve and the controller), and one detector replica on each
+worker (``replica_resources: {decode_node}``, ``max_replicas_per_node: 1``). With
+``detector_routing: same_node_first`` every detector call of a shard is answered on its own node.
+Removing a worker: every camera it ran streams again on the survivor within 30 s, and their calls
+go to the survivor's replica. Adding a worker back: the controller gives it shards and rebalances;
+only about the new node's fair share of cameras moves (≤ 1.3x).
 """
 
 from __future__ import annotations
@@ -66,7 +69,14 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, vtest_path: Path, models_d
             shard_liveness_timeout_s=3.0,
             serve_http_port=free_port(),
         ),
-        detector=DetectorConfig(models_dir=models_dir, max_batch_size=8, num_cpus_per_replica=0.5),
+        detector=DetectorConfig(
+            models_dir=models_dir,
+            max_batch_size=8,
+            num_cpus_per_replica=0.5,
+            num_replicas=2,
+            max_replicas_per_node=1,
+            replica_resources={"decode_node": 1},
+        ),
         ingest=IngestConfig(open_timeout_s=5, stall_timeout_s=4, reconnect_initial_s=0.5, reconnect_max_s=2),
         cameras=cams,
     )
@@ -105,6 +115,23 @@ def _all_streaming_since(rt: Runtime, ids: list[str], t0: float, timeout_s: floa
     return wait_for(streaming, timeout_s, f"{len(ids)} cameras streaming again", detail=laggards)
 
 
+def _calls_by_node(rt: Runtime) -> dict[str, tuple[int, int]]:
+    """(same-node, other-node) detector calls of all shards of each node."""
+    out: dict[str, tuple[int, int]] = {}
+    for st in rt.stats():
+        same, other = out.get(st.node_id, (0, 0))
+        out[st.node_id] = (same + st.detector_calls_same_node, other + st.detector_calls_other_node)
+    return out
+
+
+def _replica_nodes() -> list[str]:
+    return sorted(
+        a.node_id
+        for a in list_actors(filters=[("state", "=", "ALIVE")])
+        if a.class_name.startswith("ServeReplica:detector")
+    )
+
+
 def _node_of_shard(shard_id: str, nodes: list) -> str:
     return next(n.node_id for n in nodes if shard_id.startswith(f"shard-{n.node_id[:8]}"))
 
@@ -125,6 +152,18 @@ def test_node_loss_reassigns_within_30_s_and_a_returning_node_takes_its_share(cl
     head = next(n["NodeID"] for n in ray.nodes() if "node:__internal_head__" in n["Resources"])
     ctl_node = next(a.node_id for a in list_actors(filters=[("name", "=", "cctv-controller")]) if a.state == "ALIVE")
     assert ctl_node == head
+
+    # Frames stay on the node that decoded them: one replica per worker, every call answered there.
+    assert _replica_nodes() == sorted(w.node_id for w in workers), _replica_nodes()
+    wait_for(
+        lambda: all(_calls_by_node(rt).get(w.node_id, (0, 0))[0] >= 5 for w in workers) or None,
+        60,
+        "detector calls from the shards of both workers",
+        detail=lambda: _calls_by_node(rt),
+    )
+    calls = _calls_by_node(rt)
+    assert all(calls[w.node_id][1] == 0 for w in workers), calls  # no call crossed to the other worker
+
     lost, survivor = workers
     on_lost = per_node[lost.node_id]
     t_kill = time.time()
@@ -133,6 +172,15 @@ def test_node_loss_reassigns_within_30_s_and_a_returning_node_takes_its_share(cl
     after_loss = ray.get(ctl.assignment.remote())  # type: ignore[union-attr]
     assert all(sid.startswith(f"shard-{survivor.node_id[:8]}") for sid in after_loss.values())
     assert {c_ for c_ in ids if after_loss[c_] != assignment[c_]} == set(on_lost)  # only the lost node's moved
+    # ... and their calls went with them, to the survivor's own replica (Serve cannot place a second one there).
+    before = _calls_by_node(rt).get(survivor.node_id, (0, 0))
+    wait_for(
+        lambda: _calls_by_node(rt)[survivor.node_id][0] >= before[0] + 10 or None,
+        60,
+        "detector calls for the moved cameras on the survivor",
+        detail=lambda: _calls_by_node(rt),
+    )
+    assert _calls_by_node(rt)[survivor.node_id][1] == calls[survivor.node_id][1] == 0, _calls_by_node(rt)
     print(f"\n{len(on_lost)} cameras of the lost node streaming again after {took_s:.1f} s")
 
     back = c.add_node(**WORKER)
