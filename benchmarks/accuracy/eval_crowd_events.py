@@ -38,7 +38,7 @@ import argparse
 import json
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -314,7 +314,7 @@ def merge_counts(parts: Iterable[dict[str, Any]]) -> dict[str, Any]:
 
 def split_scores(scen: dict[str, Any], split: Split, part: str) -> dict[str, Any]:
     """All event types of all scenarios, merged over the clips of one part of the split (loose and strict)."""
-    loose, strict = [], []
+    loose, strict, clips = [], [], set()
     for result in scen.values():
         for kind, scored in result.items():
             if not kind.startswith("crowd"):
@@ -323,18 +323,10 @@ def split_scores(scen: dict[str, Any], split: Split, part: str) -> dict[str, Any
                 if split.of(clip) == part:
                     loose.append(pc)
                     strict.append(pc["strict"])
+                    clips.add(clip)
     m, ms = merge_counts(loose), merge_counts(strict)
     return {
-        "clips": sorted(
-            {
-                c
-                for r in scen.values()
-                for k, v in r.items()
-                if k.startswith("crowd")
-                for c in v["per_clip"]
-                if split.of(c) == part
-            }
-        ),
+        "clips": sorted(clips),
         "events": {**m, "meets_target": meets_target(m)},
         "events_strict": {**ms, "meets_target": meets_target(ms)},
     }
@@ -584,11 +576,8 @@ def evaluate(
             )
             for s in samples.values()
         }
-        # a scenario runs on the clips whose samples were loaded (a cut-down label file drops some)
-        scenarios = [replace(sc, clips=tuple(c for c in sc.clips if c in samples)) for sc in SCENARIOS]
-        scenarios = [sc for sc in scenarios if sc.clips]
-        scen = {sc.name: evaluate_scenario(sc, samples, dets, split.calibrations) for sc in scenarios}
-        kinds = [(sc.name, k) for sc in scenarios for k in scen[sc.name] if k.startswith("crowd")]
+        scen = {sc.name: evaluate_scenario(sc, samples, dets, split.calibrations) for sc in SCENARIOS}
+        kinds = [(sc.name, k) for sc in SCENARIOS for k in scen[sc.name] if k.startswith("crowd")]
         headline = merge_counts(scen[n][k]["overall"] for n, k in kinds)
         headline_strict = merge_counts(scen[n][k]["overall_strict"] for n, k in kinds)
         per_type: dict[str, Any] = {}
