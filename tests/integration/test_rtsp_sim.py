@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -19,6 +20,7 @@ from pathlib import Path
 import av
 import pytest
 
+from actors.rtsp_receive import AccessUnit, RtspError, RtspReceiver
 from cluster.footage import prepare_stream
 from cluster.rtsp_sim import RtspSimulator, system_ready
 
@@ -376,3 +378,119 @@ def test_bad_sources_fail_clearly(gst_ready: None, tmp_path: Path) -> None:
     with pytest.raises(RuntimeError, match="exited with code 2") as err:
         RtspSimulator({"junk": junk}).start()
     assert "junk.mp4" in str(err.value)
+
+
+# --- actors.rtsp_receive: the one-loop receiver (issue 16's candidate) on the same simulator ----------------
+
+
+@dataclass
+class Received:
+    """What the receive loop handed on for one camera."""
+
+    arrivals_s: list[float] = field(default_factory=list)
+    units: list[AccessUnit] = field(default_factory=list)
+
+
+def receive(
+    sim: RtspSimulator, jobs: list[tuple[str, str]], *, read_s: float
+) -> tuple[dict[str, Received], RtspReceiver, list[tuple[str, str]]]:
+    """Connect every (mount, transport) to one receiver, collect for ``read_s``, stop it."""
+    got: dict[str, Received] = {mount: Received() for mount, _ in jobs}
+    lost: list[tuple[str, str]] = []
+    t0 = time.monotonic()
+
+    def on_unit(unit: AccessUnit) -> None:
+        got[unit.camera_id].arrivals_s.append(time.monotonic() - t0)
+        got[unit.camera_id].units.append(unit)
+
+    rx = RtspReceiver(on_unit, lambda cam, why: lost.append((cam, why)))
+    rx.start()
+    try:
+        for mount, transport in jobs:
+            rx.connect(mount, sim.url(mount), transport, timeout_s=OPEN_TIMEOUT_S)
+        t0 = time.monotonic()
+        time.sleep(read_s)
+    finally:
+        rx.stop()
+    return got, rx, lost
+
+
+def test_one_receive_loop_gets_every_cameras_access_units_over_tcp_and_udp(
+    sim: RtspSimulator, streams: dict[str, Path], expected: dict[str, Expected]
+) -> None:
+    """Access units are the file's own, whole and in order, at native rate, keyframes every second, decodable."""
+    jobs = [(f"cam{i}", "tcp") for i in range(1, 5)] + [("cam5", "udp"), ("cam6", "udp")]
+    got, rx, lost = receive(sim, jobs, read_s=5.0)
+    assert not lost, lost
+    units = {name: file_units(path) for name, path in streams.items()}
+    for mount, transport in jobs:
+        r, name = got[mount], source_of(mount, streams)
+        exp, ref = expected[name], units[name]
+        steady = [t for t in r.arrivals_s if t >= WARMUP_S]
+        assert len(steady) >= 2, f"{mount}/{transport}: {len(r.units)} units"
+        assert (len(steady) - 1) / (steady[-1] - steady[0]) == pytest.approx(exp.fps, rel=0.10), mount
+        keys = [u for u in r.units if u.is_keyframe]
+        assert len(keys) >= 3, mount
+        gaps_s = {round((b.pts_90khz - a.pts_90khz) / RTP_CLOCK_HZ, 1) for a, b in itertools.pairwise(keys)}
+        assert gaps_s == {1.0}, f"{mount}: keyframes {gaps_s} s apart"
+        first = r.units.index(keys[0])
+        digests = [content_digest(annexb_nals(u.data))[0] for u in r.units[first:]]
+        start = ref.digests.index(digests[0])
+        want = [ref.digests[(start + k) % len(ref.digests)] for k in range(len(digests))]
+        assert digests == want, f"{mount}/{transport}: units differ from the file's"
+        assert content_digest(annexb_nals(keys[0].data))[1] == ref.parameter_sets, mount
+        codec = av.CodecContext.create("h264", "r")
+        frames = [f for u in keys[:2] for f in codec.decode(av.Packet(u.data))]
+        assert frames and (frames[0].width, frames[0].height) == (exp.width, exp.height), mount
+        c = rx.counters(mount)
+        assert c is not None and (c.lost_packets, c.dropped_units) == (0, 0), (mount, c)
+        assert c.access_units == len(r.units) and c.keyframes == len(keys), (mount, c)
+
+
+def test_the_receiver_names_a_refusal_without_the_password_and_keeps_the_others(sim: RtspSimulator) -> None:
+    no_creds = sim.url("cam1", with_credentials=False)
+    wrong = no_creds.replace("rtsp://", f"rtsp://{USER}:wrong-{PASSWORD[:3]}@")
+    count = {"cam2": 0}
+
+    def on_unit(unit: AccessUnit) -> None:
+        count[unit.camera_id] += 1
+
+    rx = RtspReceiver(on_unit)
+    rx.start()
+    try:
+        rx.connect("cam2", sim.url("cam2"), "tcp", timeout_s=OPEN_TIMEOUT_S)
+        for url, status in ((wrong, "401"), (no_creds, "401"), (sim.url("no-such-mount"), "404")):
+            with pytest.raises(RtspError, match=status) as info:
+                rx.connect("cam-x", url, "tcp", timeout_s=OPEN_TIMEOUT_S)
+            assert PASSWORD not in str(info.value) and "wrong-" not in str(info.value)
+            assert "cam-x" in str(info.value)
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            closed_port = s.getsockname()[1]
+        with pytest.raises(ConnectionRefusedError):
+            rx.connect("cam-y", f"rtsp://127.0.0.1:{closed_port}/cam1", "tcp", timeout_s=2.0)
+        before = count["cam2"]
+        time.sleep(1.5)
+        assert count["cam2"] - before >= 20, "the camera that was streaming stalled while others failed"
+    finally:
+        rx.stop()
+
+
+def test_the_receiver_reports_a_camera_whose_server_goes_away(gst_ready: None, streams: dict[str, Path]) -> None:
+    lost: list[tuple[str, str]] = []
+    units: list[AccessUnit] = []
+    rx = RtspReceiver(units.append, lambda cam, why: lost.append((cam, why)), stall_timeout_s=3.0)
+    rx.start()
+    try:
+        with RtspSimulator({"fire": streams["fire"]}, cameras=1) as own:
+            rx.connect("gone", own.url("cam1"), "tcp", timeout_s=OPEN_TIMEOUT_S)
+            time.sleep(1.0)
+        deadline = time.monotonic() + 8.0
+        while not lost and time.monotonic() < deadline:
+            time.sleep(0.1)
+    finally:
+        rx.stop()
+    assert units, "nothing arrived before the server went away"
+    assert [cam for cam, _ in lost] == ["gone"], lost
+    assert "closed the connection" in lost[0][1] or "no data" in lost[0][1], lost
+    assert rx.counters("gone") is None
