@@ -47,6 +47,10 @@ class RtspError(RuntimeError):
     """The RTSP exchange failed: the message names the request, the status and the camera (no credentials)."""
 
 
+class UnsupportedCodec(RtspError):
+    """The camera's video is not H.264: the caller can read it another way (FFmpeg)."""
+
+
 @dataclass(frozen=True, slots=True)
 class AccessUnit:
     """One H.264 access unit (one picture) in Annex-B form, as received.
@@ -77,6 +81,7 @@ class ReceiveCounters:
     lost_packets: int = 0
     dropped_units: int = 0
     unsupported_nals: int = 0
+    skipped_bytes: int = 0
 
 
 class H264Depacketizer:
@@ -192,17 +197,21 @@ class H264Depacketizer:
         return AccessUnit(self.camera_id, data, self._ts_high + ts, keyframe, wall_ts)
 
 
-def split_interleaved(buf: bytearray) -> tuple[list[tuple[int, memoryview]], list[bytes], int]:
+_RTSP_STARTS = (b"RTSP/", b"ANNOUNCE ", b"GET_PARAMETER ", b"SET_PARAMETER ", b"OPTIONS ", b"REDIRECT ")
+
+
+def split_interleaved(buf: bytearray) -> tuple[list[tuple[int, memoryview]], list[bytes], int, int]:
     """Split an RTSP-over-TCP byte stream into interleaved frames and RTSP messages.
 
     Returns:
-        ``(frames, messages, consumed)``: ``(channel, payload)`` pairs, whole RTSP messages (keep-alive
-        replies, server requests), and how many bytes of ``buf`` they used; the rest waits for more data.
+        ``(frames, messages, consumed, skipped)``: ``(channel, payload)`` pairs, whole RTSP messages
+        (keep-alive answers, server requests), how many bytes of ``buf`` they used (the rest waits for more
+        data), and how many of those were neither and were skipped to find the next ``$`` frame.
     """
     frames: list[tuple[int, memoryview]] = []
     messages: list[bytes] = []
     view = memoryview(buf)
-    i, n = 0, len(buf)
+    i, n, skipped = 0, len(buf), 0
     while i + 4 <= n:
         if buf[i] == 0x24:  # '$'
             size = (buf[i + 2] << 8) | buf[i + 3]
@@ -210,6 +219,15 @@ def split_interleaved(buf: bytearray) -> tuple[list[tuple[int, memoryview]], lis
                 break
             frames.append((buf[i + 1], view[i + 4 : i + 4 + size]))
             i += 4 + size
+            continue
+        head = bytes(buf[i : i + 16])
+        if not head.startswith(_RTSP_STARTS):
+            if n - i < 16 and any(p.startswith(head) for p in _RTSP_STARTS):
+                break  # the start of a message cut by the read: wait for the rest
+            nxt = buf.find(b"$", i + 1)  # neither a frame nor a message: resynchronise on the next frame
+            step = (nxt if nxt >= 0 else n) - i
+            skipped += step
+            i += step
             continue
         head_end = buf.find(b"\r\n\r\n", i)
         if head_end < 0:
@@ -220,7 +238,7 @@ def split_interleaved(buf: bytearray) -> tuple[list[tuple[int, memoryview]], lis
             break
         messages.append(bytes(buf[i:total]))
         i = total
-    return frames, messages, i
+    return frames, messages, i, skipped
 
 
 @dataclass(frozen=True, slots=True)
@@ -257,7 +275,7 @@ def parse_sdp(sdp: str, base_url: str) -> SdpVideo:
     if pt is None:
         raise RtspError("the SDP has no video section")
     if codec != "H264":
-        raise RtspError(f"video codec {codec!r} is not supported by this receiver (H264 only)")
+        raise UnsupportedCodec(f"video codec {codec!r} is not supported by this receiver (H264 only)")
     if control is None or control == "*":
         url = base_url
     elif "://" in control:
@@ -295,6 +313,8 @@ class RtspSession:
         self.buf = bytearray()
         self.last_data_ts = 0.0
         self.last_keepalive_ts = 0.0
+        self.on_unit: Callable[[AccessUnit], None] = lambda unit: None
+        self.on_lost: Callable[[str], None] | None = None
 
     def open(self) -> None:
         """DESCRIBE, SETUP and PLAY; on return RTP flows (over ``sock`` or ``rtp_sock``)."""
@@ -362,7 +382,8 @@ class RtspSession:
 
     def _read_response(self) -> tuple[int, dict[str, str], bytes]:
         assert self.sock is not None
-        data = b""
+        data = bytes(self.buf)
+        self.buf.clear()
         while b"\r\n\r\n" not in data:
             chunk = self.sock.recv(4096)
             if not chunk:
@@ -384,6 +405,7 @@ class RtspSession:
             if not chunk:
                 raise RtspError(f"camera {self.camera_id}: {self.safe_url} closed the connection")
             rest += chunk
+        self.buf += rest[length:]  # RTP that followed the PLAY answer in the same read: the loop parses it
         return status, headers, rest[:length]
 
     def _authorization(self, method: str, url: str) -> str:
@@ -426,31 +448,27 @@ def _udp_pair() -> tuple[socket.socket, socket.socket]:
 
 
 class RtspReceiver:
-    """Every registered camera's RTP in one thread; ``on_unit`` is called there for each access unit.
+    """Every connected camera's RTP in one thread, which calls each camera's ``on_unit`` per access unit.
 
     Args:
-        on_unit: Gets each complete access unit; it runs on the receive thread, so it should be short
-            (keyframe decode at 1 fps is fine, a model call is not).
-        on_lost: Gets ``(camera_id, reason)`` when a camera's connection ends or it sends nothing for
-            ``stall_timeout_s``; the camera is unregistered (reconnect with ``connect`` again).
         poll_interval_s: Sleep between rounds, so each read finds many packets (latency added: at most this).
+        stall_timeout_s: A camera that sends nothing this long is dropped and its ``on_lost`` called.
+        read_bytes: Size of the one read buffer (a TCP read takes what the socket holds, up to this).
     """
 
     def __init__(
         self,
-        on_unit: Callable[[AccessUnit], None],
-        on_lost: Callable[[str, str], None] | None = None,
         *,
         poll_interval_s: float = 0.05,
         stall_timeout_s: float = 10.0,
         read_bytes: int = 256 * 1024,
     ) -> None:
-        self._on_unit, self._on_lost = on_unit, on_lost
         self.poll_interval_s, self.stall_timeout_s = poll_interval_s, stall_timeout_s
         self._sel = selectors.DefaultSelector()
         self._lock = threading.Lock()
         self._sessions: dict[str, RtspSession] = {}
         self._pending: list[RtspSession] = []
+        self._leaving: list[RtspSession] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="rtsp-receive", daemon=True)
         self._read_bytes = read_bytes
@@ -464,13 +482,30 @@ class RtspReceiver:
         for s in list(self._sessions.values()) + self._pending:
             s.close()
 
-    def connect(self, camera_id: str, url: str, transport: str = "tcp", timeout_s: float = 10.0) -> RtspSession:
+    def connect(
+        self,
+        camera_id: str,
+        url: str,
+        transport: str = "tcp",
+        timeout_s: float = 10.0,
+        *,
+        on_unit: Callable[[AccessUnit], None],
+        on_lost: Callable[[str], None] | None = None,
+    ) -> RtspSession:
         """Handshake on the caller's thread, then hand the camera to the receive loop.
 
+        Args:
+            on_unit: Gets each complete access unit, on the receive thread: keep it short (a keyframe
+                decode at 1 fps is fine, a model call is not).
+            on_lost: Gets the reason when the connection ends or stalls; the camera is then gone from
+                the loop (``connect`` again to resume).
+
         Raises:
+            UnsupportedCodec: The video is not H.264 (the codec is named).
             RtspError, OSError: The camera did not answer or refused (the message names it, no credentials).
         """
         session = RtspSession(camera_id, url, transport, timeout_s)
+        session.on_unit, session.on_lost = on_unit, on_lost
         try:
             session.open()
         except BaseException:
@@ -480,6 +515,11 @@ class RtspReceiver:
             self._pending.append(session)
         return session
 
+    def disconnect(self, session: RtspSession) -> None:
+        """Take a camera out of the loop (from any thread); its callbacks are not called after the next round."""
+        with self._lock:
+            self._leaving.append(session)
+
     def counters(self, camera_id: str) -> ReceiveCounters | None:
         s = self._sessions.get(camera_id)
         return None if s is None else s.counters
@@ -487,7 +527,16 @@ class RtspReceiver:
     def _adopt(self) -> None:
         with self._lock:
             pending, self._pending = self._pending, []
+            leaving, self._leaving = self._leaving, []
+        for s in leaving:
+            if s in pending:
+                pending.remove(s)
+                s.close()
+            elif self._sessions.get(s.camera_id) is s:
+                self._drop(s)
         for s in pending:
+            if (old := self._sessions.get(s.camera_id)) is not None:
+                self._drop(old)  # a reconnect before the old session was noticed gone
             self._sessions[s.camera_id] = s
             if s.transport == "tcp":
                 self._sel.register(s.sock, selectors.EVENT_READ, s)
@@ -498,7 +547,7 @@ class RtspReceiver:
     def _run(self) -> None:
         scratch = bytearray(self._read_bytes)
         while not self._stop.is_set():
-            if self._pending:
+            if self._pending or self._leaving:
                 self._adopt()
             t0 = time.monotonic()
             for key, _ in self._sel.select(timeout=self.poll_interval_s):
@@ -533,29 +582,34 @@ class RtspReceiver:
                     break
                 s.last_data_ts = time.monotonic()
                 for unit in s.depay.push(view[:n], wall):
-                    self._on_unit(unit)
+                    s.on_unit(unit)
             return
         n = sock.recv_into(scratch)
         if n == 0:
             raise RtspError(f"camera {s.camera_id}: {s.safe_url} closed the connection")
         s.last_data_ts = time.monotonic()
         s.buf += memoryview(scratch)[:n]
-        frames, _messages, used = split_interleaved(s.buf)
+        frames, _messages, used, skipped = split_interleaved(s.buf)
+        s.counters.skipped_bytes += skipped
         payload = None
         for channel, payload in frames:
             if channel == 0:
                 for unit in s.depay.push(payload, wall):
-                    self._on_unit(unit)
+                    s.on_unit(unit)
         frames = payload = None  # type: ignore[assignment]  # release the views before the buffer shrinks
         del s.buf[:used]
 
-    def _lose(self, s: RtspSession, reason: str) -> None:
+    def _drop(self, s: RtspSession) -> None:
         for sock in (s.sock, s.rtp_sock):
             if sock is not None:
                 with contextlib.suppress(KeyError, ValueError):  # never registered, or already gone
                     self._sel.unregister(sock)
         s.close()
-        self._sessions.pop(s.camera_id, None)
+        if self._sessions.get(s.camera_id) is s:
+            del self._sessions[s.camera_id]
+
+    def _lose(self, s: RtspSession, reason: str) -> None:
+        self._drop(s)
         log.warning("camera %s: receive ended: %s", s.camera_id, reason)
-        if self._on_lost is not None:
-            self._on_lost(s.camera_id, reason)
+        if s.on_lost is not None:
+            s.on_lost(reason)

@@ -135,17 +135,25 @@ def test_interleaved_frames_rtsp_answers_and_a_partial_tail() -> None:
     f1 = b"$\x01" + struct.pack("!H", 3) + b"rtc"
     partial = b"$\x00" + struct.pack("!H", 10) + b"abc"
     buf = bytearray(f0 + reply + f1 + partial)
-    frames, messages, used = split_interleaved(buf)
+    frames, messages, used, skipped = split_interleaved(buf)
     assert [(ch, bytes(p)) for ch, p in frames] == [(0, b"hello"), (1, b"rtc")]
     assert messages == [reply]
-    assert used == len(f0 + reply + f1)
+    assert (used, skipped) == (len(f0 + reply + f1), 0)
+    del frames
+
+
+def test_bytes_that_are_neither_frame_nor_message_are_skipped_to_the_next_frame_and_counted() -> None:
+    f0 = b"$\x00" + struct.pack("!H", 2) + b"ok"
+    frames, messages, used, skipped = split_interleaved(bytearray(b"\x17\x99garbage" + f0))
+    assert [bytes(p) for _, p in frames] == [b"ok"] and messages == []
+    assert (used, skipped) == (9 + len(f0), 9)
     del frames
 
 
 def test_an_rtsp_answer_split_across_reads_waits_for_the_rest() -> None:
     buf = bytearray(b"RTSP/1.0 200 OK\r\nContent-Length: 10\r\n\r\nabc")
-    frames, messages, used = split_interleaved(buf)
-    assert (frames, messages, used) == ([], [], 0)
+    assert split_interleaved(buf) == ([], [], 0, 0)
+    assert split_interleaved(bytearray(b"RTSP/1.")) == ([], [], 0, 0)  # a message's first bytes: wait
 
 
 SDP = """v=0
@@ -188,3 +196,18 @@ def test_credentials_leave_the_url_and_never_reach_the_messages() -> None:
     assert "secret" not in str(info.value)
     with pytest.raises(ValueError, match="'sctp'"):
         RtspSession("cam-9", "rtsp://h/x", "sctp", 1.0)
+
+
+def test_rtp_that_follows_the_play_answer_in_the_same_read_is_kept_for_the_loop() -> None:
+    """Servers start sending right after PLAY's answer: those bytes are the first frames, not to be lost."""
+    import socket
+
+    s = RtspSession("cam-1", "rtsp://127.0.0.1:9/x", "tcp", 1.0)
+    a, b = socket.socketpair()
+    with a, b:
+        s.sock = a
+        b.sendall(b"RTSP/1.0 200 OK\r\nCSeq: 3\r\nContent-Length: 2\r\n\r\nhi$\x00\x00\x02ok")
+        status, headers, body = s._read_response()
+        assert (status, headers["cseq"], body) == (200, "3", b"hi")
+        assert bytes(s.buf) == b"$\x00\x00\x02ok"
+        s.sock = None
