@@ -9,7 +9,12 @@ recorded beside). Two readers, in the same run, on the same simulator:
 
 * ``raw``: one thread per camera, ``av.open(url)``; every packet demuxed, keyframes decoded and
   converted to BGR at 1 fps (what anyone would write; no ring, no state machine);
-* ``ours``: :class:`actors.stream.CameraStream` (ring buffer, state machine, sampling, counters).
+* ``ours``: :class:`actors.stream.CameraStream` (ring buffer, state machine, sampling, counters);
+* ``loop``: the issue-16 candidate, :class:`actors.rtsp_receive.RtspReceiver`: one thread receives every
+  camera's RTP (large reads every ``poll_interval_s``), reassembles access units in Python, and the same
+  keyframe decode and BGR conversion as ``raw`` run on that thread;
+* ``gst``: GStreamer in-process, per camera ``rtspsrc ! rtph264depay ! h264parse ! appsink`` with Python
+  seeing one access unit per frame (needs Debian's ``python3-gi``; skipped with the reason when absent).
 
 A camera keeps up when its packets in the window are within 5 % of window x fps.
 
@@ -27,9 +32,11 @@ from pathlib import Path
 from typing import Any
 
 import av
+import numpy as np
 
 from actors.frame_sampler import FrameSampler
 from actors.packets import PacketRing
+from actors.rtsp_receive import AccessUnit, RtspReceiver
 from actors.stream import CameraStream
 from benchmarks.common import cpu_timer, write_result
 from benchmarks.performance.cpu_accounting import cores_between, cpu_snapshot
@@ -84,6 +91,102 @@ class RawReader:
                         frame.to_ndarray(format="bgr24")
 
 
+class LoopReaders:
+    """All cameras on one :class:`RtspReceiver`; keyframes decoded and converted as :class:`RawReader` does."""
+
+    def __init__(self, urls: list[str], transport: str, poll_interval_s: float) -> None:
+        self.urls, self.transport = urls, transport
+        self.ids = [f"rtsp-{i}" for i in range(len(urls))]
+        self.units = dict.fromkeys(self.ids, 0)
+        self._codecs = {c: _keyframe_codec() for c in self.ids}
+        self._samplers = {c: FrameSampler(ANALYTICS_FPS) for c in self.ids}
+        self.rx = RtspReceiver(poll_interval_s=poll_interval_s)
+
+    def _unit(self, unit: AccessUnit) -> None:
+        self.units[unit.camera_id] += 1
+        if not unit.is_keyframe:
+            return
+        for frame in self._codecs[unit.camera_id].decode(av.Packet(unit.data)):
+            if self._samplers[unit.camera_id].take(unit.pts_90khz / 90_000):
+                frame.to_ndarray(format="bgr24")
+
+    def start(self) -> None:
+        self.rx.start()
+        for cam, url in zip(self.ids, self.urls, strict=True):
+            self.rx.connect(cam, url, self.transport, on_unit=self._unit)
+            time.sleep(1.0 / len(self.urls))  # spread the starts over a GOP, as for the other readers
+
+    def stop(self) -> None:
+        self.rx.stop()
+
+
+def _keyframe_codec() -> av.codec.context.CodecContext:
+    codec = av.CodecContext.create("h264", "r")
+    codec.thread_count = 1  # one keyframe at a time: FFmpeg's frame threads would only add latency
+    return codec
+
+
+GST_PIPELINE = (
+    "rtspsrc name=src protocols={transport} latency=0 ! rtph264depay ! h264parse config-interval=-1 ! "
+    "video/x-h264,stream-format=byte-stream,alignment=au ! "
+    "appsink name=sink emit-signals=true sync=false max-buffers=64 drop=true"
+)
+
+
+def _gst() -> tuple[Any, str]:
+    """Debian's GStreamer bindings in this venv (only ``gi`` itself is put on the path), or the reason not."""
+    gi_dir = Path("/usr/lib/python3/dist-packages/gi")
+    if not gi_dir.is_dir():
+        return None, f"{gi_dir} not found (apt-get install python3-gi)"
+    shim = REPO / ".cache" / "system-gi"
+    shim.mkdir(parents=True, exist_ok=True)
+    link = shim / "gi"
+    if not link.exists():
+        link.symlink_to(gi_dir)
+    if str(shim) not in sys.path:
+        sys.path.append(str(shim))
+    try:
+        import gi
+
+        gi.require_version("Gst", "1.0")
+        from gi.repository import Gst
+    except (ImportError, ValueError) as exc:
+        return None, f"GStreamer bindings do not import: {exc}"
+    Gst.init(None)
+    return Gst, Gst.version_string()
+
+
+class GstReader:
+    """One GStreamer pipeline per camera; Python gets each access unit in an appsink callback."""
+
+    def __init__(self, gst: Any, url: str, transport: str) -> None:
+        self._gst = gst
+        self.packets = 0
+        self._codec = _keyframe_codec()
+        self._sampler = FrameSampler(ANALYTICS_FPS)
+        self.pipe = gst.parse_launch(GST_PIPELINE.format(transport=transport))
+        self.pipe.get_by_name("src").set_property("location", url)
+        self.pipe.get_by_name("sink").connect("new-sample", self._on_sample)
+
+    def _on_sample(self, sink: Any) -> Any:
+        gst = self._gst
+        buf = sink.emit("pull-sample").get_buffer()
+        data = buf.extract_dup(0, buf.get_size())
+        self.packets += 1
+        if not buf.has_flags(gst.BufferFlags.DELTA_UNIT):
+            pts_s = buf.pts / 1e9 if buf.pts != gst.CLOCK_TIME_NONE else 0.0
+            for frame in self._codec.decode(av.Packet(data)):
+                if self._sampler.take(pts_s):
+                    frame.to_ndarray(format="bgr24")
+        return gst.FlowReturn.OK
+
+    def start(self) -> None:
+        self.pipe.set_state(self._gst.State.PLAYING)
+
+    def stop(self) -> None:
+        self.pipe.set_state(self._gst.State.NULL)
+
+
 def _ours(url: str, cam_id: str, transport: str) -> CameraStream:
     cfg = CameraConfig(
         id=cam_id, url=url, decode_mode="keyframe", analytics_fps=ANALYTICS_FPS, rtsp_transport=transport
@@ -92,13 +195,28 @@ def _ours(url: str, cam_id: str, transport: str) -> CameraStream:
     return CameraStream(cfg, shard="bench", ingest=INGEST, ring=ring, on_frame=_sink)
 
 
-def measure(reader: str, urls: list[str], transport: str, fps: float, warmup_s: float, window_s: float) -> dict:
+def measure(
+    reader: str,
+    urls: list[str],
+    transport: str,
+    fps: float,
+    warmup_s: float,
+    window_s: float,
+    *,
+    gst: Any = None,
+    poll_interval_s: float = 0.05,
+) -> dict:
     """K cameras of one reader kind: this process's CPU over the window, and who kept up."""
     k = len(urls)
-    if reader == "raw":
-        raws = [RawReader(u, transport) for u in urls]
+    threads_before = threading.active_count()
+    if reader in ("raw", "gst"):
+        raws: list[Any] = [RawReader(u, transport) if reader == "raw" else GstReader(gst, u, transport) for u in urls]
         starters, count = raws, (lambda: [r.packets for r in raws])
         stoppers = [r.stop for r in raws]
+    elif reader == "loop":
+        loop = LoopReaders(urls, transport, poll_interval_s)
+        loop.start()
+        starters, count, stoppers = [], (lambda: list(loop.units.values())), [loop.stop]
     else:
         streams = [_ours(u, f"rtsp-{i}", transport) for i, u in enumerate(urls)]
         starters, count = streams, (lambda: [s.counters.packets for s in streams])
@@ -107,6 +225,8 @@ def measure(reader: str, urls: list[str], transport: str, fps: float, warmup_s: 
         s.start()
         time.sleep(1.0 / k)  # spread the starts over a GOP, as real cameras are not in step
     time.sleep(warmup_s)
+    threads = threading.active_count() - threads_before
+    rss0 = _rss_bytes()
     before, snap0 = count(), cpu_snapshot()
     with cpu_timer() as t:
         time.sleep(window_s)
@@ -127,6 +247,8 @@ def measure(reader: str, urls: list[str], transport: str, fps: float, warmup_s: 
         "user_s": round(t.user_s, 2),
         "sys_s": round(t.sys_s, 2),
         "cameras_per_core": round(k / t.cores_used, 1) if t.cores_used > 0 else None,
+        "python_threads": threads,
+        "rss_mib": round(rss0 / 2**20, 1),
         "packets_expected_per_camera": round(expected, 1),
         "packets_min_frac": round(worst, 3),
         "keeps_up": worst >= 1.0 - KEEP_UP_TOLERANCE,
@@ -135,10 +257,18 @@ def measure(reader: str, urls: list[str], transport: str, fps: float, warmup_s: 
     }
 
 
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * 4096
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     ap.add_argument("--cameras", type=int, nargs="+", default=[50, 100])
     ap.add_argument("--transports", nargs="+", choices=["tcp", "udp"], default=["tcp", "udp"])
+    readers = ["raw", "ours", "loop", "gst"]
+    ap.add_argument("--readers", nargs="+", choices=readers, default=readers)
+    ap.add_argument("--poll-interval-s", type=float, default=0.05, help="the loop reader's sleep between rounds")
     ap.add_argument("--warmup-s", type=float, default=5.0)
     ap.add_argument("--window-s", type=float, default=15.0)
     ap.add_argument("--source", type=Path, default=SOURCE)
@@ -150,39 +280,95 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     stream = prepare_stream(args.source, REPO / ".cache" / "streams", gop_s=1.0, max_height=360)
     fps = probe(stream).fps
+    readers = list(args.readers)
+    gst, gst_note = _gst() if "gst" in readers else (None, "not asked for")
+    if "gst" in readers and gst is None:
+        print(f"gst reader skipped: {gst_note}", file=sys.stderr)
+        readers.remove("gst")
     points: list[dict[str, Any]] = []
     t_start = time.time()
     for k in args.cameras:
         for transport in args.transports:
-            for reader in ("raw", "ours"):  # a fresh simulator per point: no session carries over
+            for reader in readers:  # a fresh simulator per point: no session carries over
                 with RtspSimulator({"s": stream}, cameras=k) as sim:
-                    p = measure(reader, sim.camera_urls(), transport, fps, args.warmup_s, args.window_s)
+                    p = measure(
+                        reader,
+                        sim.camera_urls(),
+                        transport,
+                        fps,
+                        args.warmup_s,
+                        args.window_s,
+                        gst=gst,
+                        poll_interval_s=args.poll_interval_s,
+                    )
                 points.append(p)
                 print(
                     f"{reader:>4} {transport} K={k}: {p['cores_used']} cores "
                     f"({p['cameras_per_core']} cameras/core, user {p['user_s']} s sys {p['sys_s']} s), "
                     f"worst camera {p['packets_min_frac']} of its packets, simulator {p['simulator_cores']} cores"
                 )
-    ratios = {}
-    for k in args.cameras:
-        for transport in args.transports:
-            raw = next(p for p in points if (p["reader"], p["transport"], p["cameras"]) == ("raw", transport, k))
-            ours = next(p for p in points if (p["reader"], p["transport"], p["cameras"]) == ("ours", transport, k))
-            # A reader that fell behind received less and so looks cheaper: no ratio for that point.
-            if raw["cores_used"] and ours["cores_used"] and raw["keeps_up"] and ours["keeps_up"]:
-                ratios[f"{transport}/{k}"] = round(raw["cores_used"] / ours["cores_used"], 3)
+    ratios = {r: _ratios(points, r, args.cameras, args.transports) for r in readers if r != "raw"}
     record = {
         "command": " ".join([sys.executable, *sys.argv]),
         "source": str(args.source),
         "stream": {"path": str(stream.relative_to(REPO)), "fps": fps, "gop_s": 1.0, "height_px": 360},
-        "settings": {"decode_mode": "keyframe", "analytics_fps": ANALYTICS_FPS, "window_s": args.window_s},
+        "settings": {
+            "decode_mode": "keyframe",
+            "analytics_fps": ANALYTICS_FPS,
+            "window_s": args.window_s,
+            "loop_poll_interval_s": args.poll_interval_s,
+        },
+        "gstreamer": gst_note,
         "points": points,
-        "ratio_ours_over_raw_per_core": ratios,
+        "ratio_ours_over_raw_per_core": ratios.get("ours", {}),
+        "ratio_over_raw_per_core": ratios,
+        "keyframe_decode_ms": _keyframe_decode_ms(stream),
         "run_wall_s": round(time.time() - t_start, 1),
     }
     path = write_result("ingest_rtsp", record, args.out)
-    print(f"ours/raw cameras per core: {ratios}; wrote {path}")
+    print(f"cameras per core over raw's: {ratios}; wrote {path}")
     return 0
+
+
+def _ratios(points: list[dict[str, Any]], reader: str, counts: list[int], transports: list[str]) -> dict[str, float]:
+    """``reader``'s cameras per core over the raw reader's, per ``transport/K``; only where both kept up."""
+    out = {}
+    by_key = {(p["reader"], p["transport"], p["cameras"]): p for p in points}
+    for k in counts:
+        for transport in transports:
+            raw, other = by_key.get(("raw", transport, k)), by_key.get((reader, transport, k))
+            # A reader that fell behind received less and so looks cheaper: no ratio for that point.
+            if raw and other and raw["cores_used"] and other["cores_used"] and raw["keeps_up"] and other["keeps_up"]:
+                out[f"{transport}/{k}"] = round(raw["cores_used"] / other["cores_used"], 3)
+    return out
+
+
+def _keyframe_decode_ms(stream: Path) -> dict[str, float]:
+    """CPU-ms per keyframe of the same stream, decode and BGR apart, one thread: the floor under every reader."""
+    with av.open(str(stream)) as container:
+        video = container.streams.video[0]
+        keys = [bytes(p) for p in container.demux(video) if p.size and p.is_keyframe]
+        extradata = video.codec_context.extradata
+    codec = _keyframe_codec()
+    codec.extradata = extradata
+    decode_s = convert_s = 0.0
+    n = 0
+    for _ in range(5):
+        for data in keys:
+            t0 = time.thread_time()
+            frames = codec.decode(av.Packet(data))
+            t1 = time.thread_time()
+            for frame in frames:
+                np.ascontiguousarray(frame.to_ndarray(format="bgr24"))
+                n += 1
+            decode_s += t1 - t0
+            convert_s += time.thread_time() - t1
+    n = max(n, 1)
+    return {
+        "decode": round(decode_s / n * 1e3, 3),
+        "bgr": round(convert_s / n * 1e3, 3),
+        "cameras_per_core_at_1_keyframe_per_s": round(1e3 / ((decode_s + convert_s) / n * 1e3), 1),
+    }
 
 
 if __name__ == "__main__":

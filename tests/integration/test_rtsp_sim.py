@@ -403,11 +403,18 @@ def receive(
         got[unit.camera_id].arrivals_s.append(time.monotonic() - t0)
         got[unit.camera_id].units.append(unit)
 
-    rx = RtspReceiver(on_unit, lambda cam, why: lost.append((cam, why)))
+    rx = RtspReceiver()
     rx.start()
     try:
         for mount, transport in jobs:
-            rx.connect(mount, sim.url(mount), transport, timeout_s=OPEN_TIMEOUT_S)
+            rx.connect(
+                mount,
+                sim.url(mount),
+                transport,
+                timeout_s=OPEN_TIMEOUT_S,
+                on_unit=on_unit,
+                on_lost=lambda why, cam=mount: lost.append((cam, why)),
+            )
         t0 = time.monotonic()
         time.sleep(read_s)
     finally:
@@ -455,20 +462,20 @@ def test_the_receiver_names_a_refusal_without_the_password_and_keeps_the_others(
     def on_unit(unit: AccessUnit) -> None:
         count[unit.camera_id] += 1
 
-    rx = RtspReceiver(on_unit)
+    rx = RtspReceiver()
     rx.start()
     try:
-        rx.connect("cam2", sim.url("cam2"), "tcp", timeout_s=OPEN_TIMEOUT_S)
+        rx.connect("cam2", sim.url("cam2"), "tcp", timeout_s=OPEN_TIMEOUT_S, on_unit=on_unit)
         for url, status in ((wrong, "401"), (no_creds, "401"), (sim.url("no-such-mount"), "404")):
             with pytest.raises(RtspError, match=status) as info:
-                rx.connect("cam-x", url, "tcp", timeout_s=OPEN_TIMEOUT_S)
+                rx.connect("cam-x", url, "tcp", timeout_s=OPEN_TIMEOUT_S, on_unit=on_unit)
             assert PASSWORD not in str(info.value) and "wrong-" not in str(info.value)
             assert "cam-x" in str(info.value)
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             closed_port = s.getsockname()[1]
         with pytest.raises(ConnectionRefusedError):
-            rx.connect("cam-y", f"rtsp://127.0.0.1:{closed_port}/cam1", "tcp", timeout_s=2.0)
+            rx.connect("cam-y", f"rtsp://127.0.0.1:{closed_port}/cam1", "tcp", timeout_s=2.0, on_unit=on_unit)
         before = count["cam2"]
         time.sleep(1.5)
         assert count["cam2"] - before >= 20, "the camera that was streaming stalled while others failed"
@@ -479,11 +486,18 @@ def test_the_receiver_names_a_refusal_without_the_password_and_keeps_the_others(
 def test_the_receiver_reports_a_camera_whose_server_goes_away(gst_ready: None, streams: dict[str, Path]) -> None:
     lost: list[tuple[str, str]] = []
     units: list[AccessUnit] = []
-    rx = RtspReceiver(units.append, lambda cam, why: lost.append((cam, why)), stall_timeout_s=3.0)
+    rx = RtspReceiver(stall_timeout_s=3.0)
     rx.start()
     try:
         with RtspSimulator({"fire": streams["fire"]}, cameras=1) as own:
-            rx.connect("gone", own.url("cam1"), "tcp", timeout_s=OPEN_TIMEOUT_S)
+            rx.connect(
+                "gone",
+                own.url("cam1"),
+                "tcp",
+                timeout_s=OPEN_TIMEOUT_S,
+                on_unit=units.append,
+                on_lost=lambda why: lost.append(("gone", why)),
+            )
             time.sleep(1.0)
         deadline = time.monotonic() + 8.0
         while not lost and time.monotonic() < deadline:
