@@ -36,7 +36,23 @@ def open_decoder(
         want: ``cpu``, ``nvdec`` or ``auto`` (both of the latter fall back to the CPU).
         keyframe_only: Tell the decoder to skip non-key frames as well (we also never feed them).
     """
-    cpu = stream.codec_context
+    return _backend(stream.codec_context, want, keyframe_only=keyframe_only)
+
+
+def open_codec_decoder(codec_name: str, want: Literal["cpu", "nvdec", "auto"], *, keyframe_only: bool) -> DecoderChoice:
+    """A decoder from the codec's name alone, for access units that come without a demuxed stream.
+
+    Used by the one-loop RTSP receiver: its units carry their parameter sets in band, and it decodes on
+    the shared receive thread, so the CPU decoder gets one thread (no pool per camera).
+    """
+    cpu = av.CodecContext.create(codec_name, "r")
+    cpu.thread_count = 1
+    return _backend(cpu, want, keyframe_only=keyframe_only)
+
+
+def _backend(
+    cpu: av.codec.context.CodecContext, want: Literal["cpu", "nvdec", "auto"], *, keyframe_only: bool
+) -> DecoderChoice:
     if keyframe_only:
         cpu.skip_frame = "NONKEY"
     if want == "cpu":

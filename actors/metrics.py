@@ -86,6 +86,16 @@ CAMERA_AGE = Gauge(
 )
 DECODE_ERRORS = Counter("cctv_decode_errors_total", "Packets the decoder rejected as corrupt.", ["shard"])
 RECONNECTS = Counter("cctv_camera_reconnects_total", "Stream reconnect attempts.", ["shard"])
+RTP_LOST = Counter(
+    "cctv_rtp_packets_lost_total",
+    "RTP packets that never arrived (sequence gaps) at the loop receiver (ingest.rtsp_receiver: loop).",
+    ["shard"],
+)
+UNITS_DROPPED = Counter(
+    "cctv_access_units_dropped_total",
+    "Access units the loop receiver dropped because a packet of theirs was lost or malformed.",
+    ["shard"],
+)
 CAMERA_FPS = Gauge(
     "cctv_camera_analytics_fps",
     "Frames per second the camera's analytics received (sampled minus dropped) over the last export interval.",

@@ -556,6 +556,9 @@ class RtspReceiver:
                     self._read(s, key.fileobj, scratch)  # type: ignore[arg-type]
                 except (OSError, RtspError) as exc:
                     self._lose(s, f"{type(exc).__name__}: {exc}")
+                except Exception as exc:  # a camera's handler failing must end that camera only, never the loop
+                    log.exception("camera %s: access unit handler failed", s.camera_id)
+                    self._lose(s, f"handler failed: {type(exc).__name__}: {exc}")
             now = time.monotonic()
             for s in list(self._sessions.values()):
                 if now - s.last_data_ts > self.stall_timeout_s:

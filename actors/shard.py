@@ -28,6 +28,7 @@ from actors.analytics.registry import build_camera_rules
 from actors.backpressure import DropQueue
 from actors.packets import EncodedPacket, PacketRing, StreamInfo
 from actors.recorder import ClipDone, ClipRecorder
+from actors.rtsp_receive import RtspReceiver
 from actors.stream import CameraStream, SampledFrame, StreamCounters
 from configs.schema import CameraConfig, ClusterConfig, DetectorConfig, IngestConfig, RecorderConfig, StorageConfig
 from contracts.cameras import CameraState, CameraStatus
@@ -175,6 +176,15 @@ class DecoderShard:
             on_clip=self._on_clip,
         )
         self.spool.start()  # after the recorder: resumed exports report their upload to it
+        ingest = settings.ingest
+        # ingest.rtsp_receiver: loop: one thread receives every rtsp:// camera of this shard (issue 16).
+        self._receiver = (
+            RtspReceiver(poll_interval_s=ingest.receive_poll_interval_s, stall_timeout_s=ingest.stall_timeout_s)
+            if ingest.rtsp_receiver == "loop"
+            else None
+        )
+        if self._receiver is not None:
+            self._receiver.start()
         # One Serve app per detector; each camera uses the one for its purpose.
         # Same node first (cluster.detector_routing): frames stay on the node that decoded them.
         self._node_id = ray.get_runtime_context().get_node_id()
@@ -214,6 +224,7 @@ class DecoderShard:
                     on_frame=self._on_frame,
                     on_packet=self._make_packet_hook(cfg.id),
                     on_stream_info=self._make_info_hook(cfg.id),
+                    receiver=self._receiver,
                 )
                 self._cams[cfg.id] = _Camera(cfg, stream, ring)
             stream.start()
@@ -326,6 +337,8 @@ class DecoderShard:
         """Stop in reverse order of start: cameras, detector workers, recorder, spool."""
         for cid in list(self._cams):
             self.remove_cameras([cid])
+        if self._receiver is not None:
+            self._receiver.stop()
         self._stop.set()
         for item in self._queue.close():
             self._count_drop(item.camera_id, "shutdown")
@@ -552,8 +565,18 @@ class DecoderShard:
     def _flush_counters(self, cid: str, cam: _Camera) -> None:
         """Add what a camera's counters gained since the last flush to the shard's Prometheus counters."""
         shard, c = self.shard_id, cam.stream.counters
-        cur = (c.packets, c.bytes, c.frames_decoded, c.frames_sampled, c.reconnects, c.decode_errors, c.decode_s)
-        prev = self._last_counts.get(cid, (0, 0, 0, 0, 0, 0, 0.0))
+        cur = (
+            c.packets,
+            c.bytes,
+            c.frames_decoded,
+            c.frames_sampled,
+            c.reconnects,
+            c.decode_errors,
+            c.decode_s,
+            c.rtp_lost_packets,
+            c.units_dropped,
+        )
+        prev = self._last_counts.get(cid, (0, 0, 0, 0, 0, 0, 0.0, 0, 0))
         self._last_counts[cid] = cur
         d = [max(a - b, 0) for a, b in zip(cur, prev, strict=True)]
         m.PACKETS.labels(shard).inc(d[0])
@@ -563,6 +586,8 @@ class DecoderShard:
         m.RECONNECTS.labels(shard).inc(d[4])
         m.DECODE_ERRORS.labels(shard).inc(d[5])
         m.DECODE_SECONDS.labels(shard).inc(d[6])
+        m.RTP_LOST.labels(shard).inc(d[7])
+        m.UNITS_DROPPED.labels(shard).inc(d[8])
 
     def _sync_metrics(self) -> None:
         """Publish counters as deltas of the streams' own counters (no Prometheus in the hot path)."""

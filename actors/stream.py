@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -21,10 +22,19 @@ import av
 import numpy as np
 
 from actors.camera_state import StateMachine
-from actors.decoder import open_decoder
+from actors.decoder import open_codec_decoder, open_decoder
 from actors.frame_sampler import FrameSampler
 from actors.motion import MotionGate
 from actors.packets import EncodedPacket, PacketRing, StreamInfo
+from actors.rtsp_receive import (
+    RTP_CLOCK_HZ,
+    START_CODE,
+    AccessUnit,
+    RtspError,
+    RtspReceiver,
+    RtspSession,
+    UnsupportedCodec,
+)
 from configs.redact import redact_url
 from configs.schema import CameraConfig, IngestConfig
 from contracts.cameras import CameraState, CameraStatus
@@ -60,6 +70,10 @@ class StreamCounters:
     frames_sampled: int = 0
     decode_errors: int = 0
     reconnects: int = 0
+    rtp_lost_packets: int = 0
+    """Loop receiver only: RTP packets lost to sequence gaps."""
+    units_dropped: int = 0
+    """Loop receiver only: access units dropped because a packet of theirs was lost or malformed."""
     decode_s: float = 0.0
     """CPU seconds (this thread's) spent in the decoder and the BGR conversion: the decode stage's cost, not
     its wait, so that it stays true on a busy machine."""
@@ -95,6 +109,9 @@ class CameraStream:
         on_frame: Called from the camera thread with each sampled frame. Must not block.
         on_packet: Called with each packet after it entered the ring (the recorder).
         on_stream_info: Called when the stream (re)opens with its codec parameters.
+        receiver: The shard's one receive loop (``ingest.rtsp_receiver: loop``): an ``rtsp://`` camera is
+            received there instead of by its own FFmpeg demuxer; this thread then only connects, waits
+            and reconnects. Other sources, and cameras that are not H.264, use FFmpeg.
         realtime: Pace packets at the stream's native rate. Default: files are paced (replayed
             as live cameras), network sources are not (they arrive in real time). Benchmarks
             turn pacing off to measure the path's throughput.
@@ -111,6 +128,7 @@ class CameraStream:
         on_packet: Callable[[EncodedPacket], None] | None = None,
         on_stream_info: Callable[[StreamInfo], None] | None = None,
         realtime: bool | None = None,
+        receiver: RtspReceiver | None = None,
     ) -> None:
         self.cfg = cfg
         self.shard = shard
@@ -138,6 +156,9 @@ class CameraStream:
         # Timestamps keep rising across loops and reconnects so clips stay monotonic.
         self._ts_offset_s = 0.0
         self._sampler = FrameSampler(cfg.analytics_fps)  # persists across loops and reconnects, as the offset
+        self._receiver = receiver if urlsplit(cfg.url).scheme.lower() == "rtsp" else None
+        self._loop: _LoopSession | None = None
+        self._end_reason = ""
 
     # -- life cycle -------------------------------------------------------------------
 
@@ -196,7 +217,7 @@ class CameraStream:
         while not self._stop.is_set():
             try:
                 got_packets = self._session()
-            except (av.error.FFmpegError, OSError, ValueError, IndexError) as exc:
+            except (av.error.FFmpegError, OSError, ValueError, IndexError, RtspError) as exc:
                 got_packets = False
                 failures += 1
                 reason = self._describe(exc)
@@ -213,7 +234,7 @@ class CameraStream:
                     if self._file:
                         self.sm.to(CameraState.DOWN, "end of file (loop is off)")
                         return
-                    self.sm.to(CameraState.RECONNECTING, "stream ended")
+                    self.sm.to(CameraState.RECONNECTING, self._end_reason or "stream ended")
                 else:
                     failures += 1
                     self.sm.to(
@@ -238,6 +259,8 @@ class CameraStream:
         if self.sm.state not in (CameraState.CONNECTING, CameraState.DOWN):
             # A down camera keeps its state and last reason while it is retried.
             self.sm.to(CameraState.CONNECTING, f"opening {self._safe_url}")
+        if self._receiver is not None:
+            return self._receive_session(self._receiver)
         url = self.cfg.url
         if self._file:
             path = Path(urlsplit(url).path if url.startswith("file:") else url)
@@ -289,101 +312,264 @@ class CameraStream:
         stream: av.VideoStream,
         codec: av.codec.context.CodecContext,
     ) -> bool:
-        keyframe_only = self.cfg.decode_mode == "keyframe"
         tb = stream.time_base
         if tb is None:
             raise ValueError("video stream has no time base")
-        tb_s = float(tb)  # float, not Fraction, on the per-packet path
+        line = _Timeline(tb, self._ts_offset_s)
         start_wall = time.time()
-        first_t: float | None = None
-        first_ticks = 0
-        last_t = 0.0
-        got = False
-        bad_in_a_row = 0
-        c = self.counters
-        shift = 0
         for packet in container.demux(stream):
             if self._stop.is_set():
                 break
             if packet.size == 0:
                 continue  # flush packet at end of stream
-            raw_ts = packet.pts if packet.pts is not None else packet.dts
-            t = raw_ts * tb_s if raw_ts is not None else last_t
-            if first_t is None:
-                first_t, first_ticks = t, raw_ts or 0
-                shift = round(self._ts_offset_s / tb_s) - first_ticks  # continuous timestamps across loops
-            t_rel = t - first_t
+            t_rel = line.see(packet.pts if packet.pts is not None else packet.dts)
             if self._paced:
                 # Files are replayed as live cameras: at their native rate.
                 delay_s = start_wall + t_rel - time.time()
                 if delay_s > 0 and self._stop.wait(delay_s):
                     break
             now = time.time()
-            if not got:
-                got = True
-                self.sm.to(CameraState.STREAMING, "receiving packets")
-            elif self.sm.state is CameraState.STALLED:
-                self.sm.to(CameraState.STREAMING, "packets resumed")
-            last_t = max(last_t, t)
             pkt = EncodedPacket(
                 data=bytes(packet),
-                pts=None if packet.pts is None else packet.pts + shift,
-                dts=None if packet.dts is None else packet.dts + shift,
+                pts=line.shifted(packet.pts),
+                dts=line.shifted(packet.dts),
                 duration=packet.duration,
                 time_base=tb,
                 is_keyframe=packet.is_keyframe,
                 wall_ts=now,
             )
-            self.ring.append(pkt)
-            if self._on_packet is not None:
-                self._on_packet(pkt)
-            c.packets += 1
-            c.bytes += packet.size
-            c.keyframes += int(packet.is_keyframe)
-            self.last_packet_ts = now
-            if keyframe_only and not packet.is_keyframe:
-                continue  # never hand a non-key packet to the decoder
-            t_dec = time.thread_time()
-            try:
-                frames = codec.decode(packet)
-            except av.error.InvalidDataError:
-                # A corrupt packet costs that frame, not the stream; many in a row mean a broken source.
-                c.decode_errors += 1
-                bad_in_a_row += 1
-                if bad_in_a_row >= MAX_BAD_PACKETS_IN_A_ROW:
-                    raise
-                continue
-            bad_in_a_row = 0
-            c.decode_s += time.thread_time() - t_dec
-            for frame in frames:
-                c.frames_decoded += 1
-                if (frame.width, frame.height) != (self.info.width, self.info.height):  # type: ignore[union-attr]
-                    self._set_info(dataclasses.replace(self.info, width=frame.width, height=frame.height))
-                frame_t = (
-                    self._ts_offset_s + t_rel
-                    if frame.pts is None
-                    else self._ts_offset_s + (frame.pts - first_ticks) * tb_s
-                )
-                if not self._sampler.take(frame_t) and self.cfg.decode_mode != "all":
-                    continue
-                c.frames_sampled += 1
-                self._frame_seq += 1
-                t_conv = time.thread_time()
-                image = frame.to_ndarray(format="bgr24")
-                c.decode_s += time.thread_time() - t_conv
-                ready_ts = time.time()
-                static = self.gate is not None and not self.gate.decide(image, now).analyse
-                self._on_frame(
-                    SampledFrame(
-                        camera_id=self.cfg.id,
-                        frame_seq=self._frame_seq,
-                        capture_ts=now,
-                        image=image,
-                        static=static,
-                        ready_ts=ready_ts,
-                    )
-                )
-        if first_t is not None:
+            self._accept(pkt, now)
+            self._decode(codec, packet, line, t_rel, now)
+        if line.first_t is not None:
             frame_s = 1.0 / float(stream.average_rate) if stream.average_rate else 0.04
-            self._ts_offset_s += (last_t - first_t) + frame_s
-        return got
+            self._ts_offset_s = line.end_offset_s(frame_s)
+        return line.got
+
+    # -- shared by both receive paths ---------------------------------------------------
+
+    def _accept(self, pkt: EncodedPacket, now: float) -> None:
+        """A packet arrived: the state machine, the ring, the recorder and the counters learn of it."""
+        state = self.sm.state
+        if state is not CameraState.STREAMING:
+            why = "packets resumed" if state is CameraState.STALLED else "receiving packets"
+            self.sm.to(CameraState.STREAMING, why)
+        self.ring.append(pkt)
+        if self._on_packet is not None:
+            self._on_packet(pkt)
+        c = self.counters
+        c.packets += 1
+        c.bytes += len(pkt.data)
+        c.keyframes += int(pkt.is_keyframe)
+        self.last_packet_ts = now
+
+    def _decode(
+        self,
+        codec: av.codec.context.CodecContext,
+        packet: av.Packet,
+        line: _Timeline,
+        t_rel: float,
+        now: float,
+    ) -> None:
+        """Decode what the decode mode asks for and hand the sampled frames on.
+
+        Raises:
+            av.error.InvalidDataError: ``MAX_BAD_PACKETS_IN_A_ROW`` corrupt packets in a row (a broken source).
+        """
+        c = self.counters
+        if self.cfg.decode_mode == "keyframe" and not packet.is_keyframe:
+            return  # never hand a non-key packet to the decoder
+        t_dec = time.thread_time()
+        try:
+            frames = codec.decode(packet)
+        except av.error.InvalidDataError:
+            # A corrupt packet costs that frame, not the stream; many in a row mean a broken source.
+            c.decode_errors += 1
+            line.bad_in_a_row += 1
+            if line.bad_in_a_row >= MAX_BAD_PACKETS_IN_A_ROW:
+                raise
+            return
+        line.bad_in_a_row = 0
+        c.decode_s += time.thread_time() - t_dec
+        for frame in frames:
+            c.frames_decoded += 1
+            if self.info is None or (frame.width, frame.height) != (self.info.width, self.info.height):
+                self._set_info(self._info_for(frame))
+            frame_t = self._ts_offset_s + (t_rel if frame.pts is None else (frame.pts - line.first_ticks) * line.tb_s)
+            if not self._sampler.take(frame_t) and self.cfg.decode_mode != "all":
+                continue
+            c.frames_sampled += 1
+            self._frame_seq += 1
+            t_conv = time.thread_time()
+            image = frame.to_ndarray(format="bgr24")
+            c.decode_s += time.thread_time() - t_conv
+            ready_ts = time.time()
+            static = self.gate is not None and not self.gate.decide(image, now).analyse
+            self._on_frame(
+                SampledFrame(
+                    camera_id=self.cfg.id,
+                    frame_seq=self._frame_seq,
+                    capture_ts=now,
+                    image=image,
+                    static=static,
+                    ready_ts=ready_ts,
+                )
+            )
+
+    def _info_for(self, frame: av.VideoFrame) -> StreamInfo:
+        """Stream parameters after a decoded frame showed a new size (or the first one, on the loop path)."""
+        if self.info is not None:
+            return dataclasses.replace(self.info, width=frame.width, height=frame.height)
+        loop = self._loop
+        return StreamInfo(
+            codec_name="h264",
+            width=frame.width,
+            height=frame.height,
+            extradata=loop.parameter_sets if loop is not None else None,
+            time_base=Fraction(1, RTP_CLOCK_HZ),
+            avg_fps=None,
+        )
+
+    # -- the receive-loop path (ingest.rtsp_receiver: loop) --------------------------------
+
+    def _receive_session(self, receiver: RtspReceiver) -> bool:
+        """Hand the camera to the shard's receive loop and wait here until it is lost or stopped."""
+        loop = _LoopSession(
+            _Timeline(Fraction(1, RTP_CLOCK_HZ), self._ts_offset_s),
+            lost_base=self.counters.rtp_lost_packets,
+            dropped_base=self.counters.units_dropped,
+        )
+        self._end_reason = ""
+        choice = open_codec_decoder("h264", self.ingest.decoder, keyframe_only=self.cfg.decode_mode == "keyframe")
+        loop.codec = choice.codec_context
+        self.decoder_backend, self.decoder_note = choice.backend, choice.note
+        self._loop = loop
+        try:
+            loop.session = receiver.connect(
+                self.cfg.id,
+                self.cfg.url,
+                self.cfg.rtsp_transport,
+                timeout_s=self.ingest.open_timeout_s,
+                on_unit=lambda unit: self._on_unit(loop, unit),
+                on_lost=lambda reason: self._on_lost(loop, reason),
+            )
+        except UnsupportedCodec as exc:
+            log.info("camera %s: %s; reading it with FFmpeg instead", self.cfg.id, exc)
+            self._receiver = None
+            return self._session()
+        try:
+            while not loop.lost.wait(0.25) and not self._stop.is_set():
+                pass
+        finally:
+            receiver.disconnect(loop.session)
+            loop.closed = True
+        if loop.line.first_t is not None:
+            self._ts_offset_s = loop.line.end_offset_s(1.0 / 30)
+        if loop.error is not None:
+            raise loop.error
+        self._end_reason = loop.reason
+        return loop.line.got
+
+    def _on_unit(self, loop: _LoopSession, unit: AccessUnit) -> None:
+        """One access unit, on the receive thread (never raises: a failure ends this camera's session only)."""
+        if loop.closed or self._stop.is_set():
+            return
+        line = loop.line
+        if not line.got and not unit.is_keyframe:
+            loop.skipped += 1  # nothing before the first keyframe can be decoded or clipped
+            return
+        if unit.is_keyframe:
+            loop.parameter_sets = _parameter_sets(unit.data)
+        t_rel = line.see(unit.pts_90khz)
+        pts = line.shifted(unit.pts_90khz)
+        packet = av.Packet(unit.data)
+        packet.pts = packet.dts = unit.pts_90khz
+        packet.time_base = line.tb
+        if unit.is_keyframe:
+            packet.is_keyframe = True
+        pkt = EncodedPacket(
+            data=unit.data,
+            pts=pts,
+            dts=pts,
+            duration=None,
+            time_base=line.tb,
+            is_keyframe=unit.is_keyframe,
+            wall_ts=unit.wall_ts,
+        )
+        try:
+            if self.info is None:
+                self._decode(loop.codec, packet, line, t_rel, unit.wall_ts)  # learns the size before the ring
+                self._accept(pkt, unit.wall_ts)
+            else:
+                self._accept(pkt, unit.wall_ts)
+                self._decode(loop.codec, packet, line, t_rel, unit.wall_ts)
+        except (av.error.FFmpegError, ValueError) as exc:
+            loop.error = exc
+            loop.lost.set()
+        self._sync_receive_counters(loop)
+
+    def _on_lost(self, loop: _LoopSession, reason: str) -> None:
+        loop.reason = reason
+        loop.lost.set()
+
+    def _sync_receive_counters(self, loop: _LoopSession) -> None:
+        if loop.session is None:
+            return
+        rc, c = loop.session.counters, self.counters
+        c.rtp_lost_packets = loop.lost_base + rc.lost_packets
+        c.units_dropped = loop.dropped_base + rc.dropped_units
+
+
+class _Timeline:
+    """Timestamps of one session: relative times, and ticks shifted so they keep rising across sessions."""
+
+    __slots__ = ("_offset_s", "bad_in_a_row", "first_t", "first_ticks", "got", "last_t", "shift", "tb", "tb_s")
+
+    def __init__(self, tb: Fraction, offset_s: float) -> None:
+        self.tb, self.tb_s = tb, float(tb)  # float, not Fraction, on the per-packet path
+        self.first_t: float | None = None
+        self.first_ticks = 0
+        self.last_t = 0.0
+        self.shift = 0
+        self.got = False
+        self.bad_in_a_row = 0
+        self._offset_s = offset_s
+
+    def see(self, ticks: int | None) -> float:
+        """A packet's timestamp in; seconds since the session's first packet out."""
+        t = ticks * self.tb_s if ticks is not None else self.last_t
+        if self.first_t is None:
+            self.first_t, self.first_ticks = t, ticks or 0
+            self.shift = round(self._offset_s / self.tb_s) - self.first_ticks  # continuous across loops
+        self.got = True
+        self.last_t = max(self.last_t, t)
+        return t - self.first_t
+
+    def shifted(self, ticks: int | None) -> int | None:
+        return None if ticks is None else ticks + self.shift
+
+    def end_offset_s(self, frame_s: float) -> float:
+        assert self.first_t is not None
+        return self._offset_s + (self.last_t - self.first_t) + frame_s
+
+
+@dataclass
+class _LoopSession:
+    """One connection of a camera on the receive loop; written by the receive thread."""
+
+    line: _Timeline
+    codec: av.codec.context.CodecContext | None = None
+    session: RtspSession | None = None
+    lost: threading.Event = dataclasses.field(default_factory=threading.Event)
+    reason: str = ""
+    error: Exception | None = None
+    closed: bool = False
+    skipped: int = 0
+    parameter_sets: bytes | None = None
+    lost_base: int = 0
+    dropped_base: int = 0
+
+
+def _parameter_sets(annexb: bytes) -> bytes | None:
+    """The SPS and PPS NAL units of a keyframe access unit, as Annex-B (the recorder's extradata)."""
+    nals = [n for n in annexb.split(START_CODE) if n and n[0] & 0x1F in (7, 8)]
+    return START_CODE + START_CODE.join(nals) if nals else None

@@ -367,6 +367,20 @@ class IngestConfig(_Model):
         description="nvdec: NVIDIA hardware decode (h264_cuvid/hevc_cuvid), falling back to CPU when it cannot "
         "open; auto: nvdec where a GPU decoder opens, else CPU.",
     )
+    rtsp_receiver: Literal["ffmpeg", "loop"] = Field(
+        default="ffmpeg",
+        description="How rtsp:// cameras are received. ffmpeg: one FFmpeg demuxer per camera (any codec, "
+        "rtsps, every server quirk FFmpeg knows). loop: one receive thread per shard reads every camera's RTP "
+        "in large batches and reassembles H.264 in Python (actors/rtsp_receive.py): about a quarter of "
+        "FFmpeg's receive CPU; a camera that is not H.264 falls back to ffmpeg by itself.",
+    )
+    receive_poll_interval_s: float = Field(
+        default=0.05,
+        gt=0,
+        le=0.5,
+        description="loop receiver: sleep between read rounds; longer means fewer, larger reads and at most "
+        "this much added latency.",
+    )
 
 
 class ClusterConfig(_Model):

@@ -10,6 +10,8 @@ recorded beside). Two readers, in the same run, on the same simulator:
 * ``raw``: one thread per camera, ``av.open(url)``; every packet demuxed, keyframes decoded and
   converted to BGR at 1 fps (what anyone would write; no ring, no state machine);
 * ``ours``: :class:`actors.stream.CameraStream` (ring buffer, state machine, sampling, counters);
+* ``ours_loop``: the same CameraStreams on the shard's one receive loop (``ingest.rtsp_receiver: loop``), the
+  product path of the loop receiver;
 * ``loop``: the issue-16 candidate, :class:`actors.rtsp_receive.RtspReceiver`: one thread receives every
   camera's RTP (large reads every ``poll_interval_s``), reassembles access units in Python, and the same
   keyframe decode and BGR conversion as ``raw`` run on that thread;
@@ -187,12 +189,12 @@ class GstReader:
         self.pipe.set_state(self._gst.State.NULL)
 
 
-def _ours(url: str, cam_id: str, transport: str) -> CameraStream:
+def _ours(url: str, cam_id: str, transport: str, receiver: RtspReceiver | None = None) -> CameraStream:
     cfg = CameraConfig(
         id=cam_id, url=url, decode_mode="keyframe", analytics_fps=ANALYTICS_FPS, rtsp_transport=transport
     )
     ring = PacketRing(max_seconds=RING_SECONDS, max_bytes=RING_BYTES)
-    return CameraStream(cfg, shard="bench", ingest=INGEST, ring=ring, on_frame=_sink)
+    return CameraStream(cfg, shard="bench", ingest=INGEST, ring=ring, on_frame=_sink, receiver=receiver)
 
 
 def measure(
@@ -218,9 +220,13 @@ def measure(
         loop.start()
         starters, count, stoppers = [], (lambda: list(loop.units.values())), [loop.stop]
     else:
-        streams = [_ours(u, f"rtsp-{i}", transport) for i, u in enumerate(urls)]
+        rx = RtspReceiver(poll_interval_s=poll_interval_s) if reader == "ours_loop" else None
+        streams = [_ours(u, f"rtsp-{i}", transport, rx) for i, u in enumerate(urls)]
         starters, count = streams, (lambda: [s.counters.packets for s in streams])
         stoppers = [lambda s=s: s.stop(timeout_s=0) for s in streams]
+        if rx is not None:
+            rx.start()
+            stoppers.append(rx.stop)
     for s in starters:
         s.start()
         time.sleep(1.0 / k)  # spread the starts over a GOP, as real cameras are not in step
@@ -266,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     ap.add_argument("--cameras", type=int, nargs="+", default=[50, 100])
     ap.add_argument("--transports", nargs="+", choices=["tcp", "udp"], default=["tcp", "udp"])
-    readers = ["raw", "ours", "loop", "gst"]
+    readers = ["raw", "ours", "ours_loop", "loop", "gst"]
     ap.add_argument("--readers", nargs="+", choices=readers, default=readers)
     ap.add_argument("--poll-interval-s", type=float, default=0.05, help="the loop reader's sleep between rounds")
     ap.add_argument("--warmup-s", type=float, default=5.0)

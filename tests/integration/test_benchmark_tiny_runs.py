@@ -71,10 +71,11 @@ def check_ingest(out: Path, _: str) -> None:
 def check_ingest_rtsp(out: Path, _: str) -> None:
     r = _json(out / "ingest_rtsp.json")
     readers = {(p["reader"], p["transport"], p["cameras"]) for p in r["points"]}
-    assert readers == {(reader, "tcp", 2) for reader in ("raw", "ours", "loop", "gst")}, (readers, r["gstreamer"])
+    want = {(reader, "tcp", 2) for reader in ("raw", "ours", "ours_loop", "loop", "gst")}
+    assert readers == want, (readers, r["gstreamer"])
     assert all(p["cameras_per_core"] > 0 and p["packets_min_frac"] > 0 for p in r["points"])
     assert "tcp/2" in r["ratio_ours_over_raw_per_core"]
-    assert set(r["ratio_over_raw_per_core"]) == {"ours", "loop", "gst"}
+    assert set(r["ratio_over_raw_per_core"]) == {"ours", "ours_loop", "loop", "gst"}
     assert r["keyframe_decode_ms"]["decode"] > 0
 
 
