@@ -462,6 +462,7 @@ class CameraStream:
         finally:
             receiver.disconnect(loop.session)
             loop.closed = True
+            self._sync_receive_counters(loop)
         if loop.line.first_t is not None:
             self._ts_offset_s = loop.line.end_offset_s(1.0 / 30)
         if loop.error is not None:
@@ -477,25 +478,29 @@ class CameraStream:
         if not line.got and not unit.is_keyframe:
             loop.skipped += 1  # nothing before the first keyframe can be decoded or clipped
             return
-        if unit.is_keyframe:
-            loop.parameter_sets = _parameter_sets(unit.data)
+        key = unit.is_keyframe
         t_rel = line.see(unit.pts_90khz)
         pts = line.shifted(unit.pts_90khz)
-        packet = av.Packet(unit.data)
-        packet.pts = packet.dts = unit.pts_90khz
-        packet.time_base = line.tb
-        if unit.is_keyframe:
-            packet.is_keyframe = True
         pkt = EncodedPacket(
             data=unit.data,
             pts=pts,
             dts=pts,
             duration=None,
             time_base=line.tb,
-            is_keyframe=unit.is_keyframe,
+            is_keyframe=key,
             wall_ts=unit.wall_ts,
         )
+        if not key and self.cfg.decode_mode == "keyframe":
+            self._accept(pkt, unit.wall_ts)  # the common case: into the ring, never to the decoder
+            return
+        packet = av.Packet(unit.data)  # a copy for FFmpeg: made only for what is decoded
+        packet.pts = packet.dts = unit.pts_90khz
+        packet.time_base = line.tb
+        packet.is_keyframe = key
         try:
+            if key:
+                loop.parameter_sets = _parameter_sets(unit.data)
+                self._sync_receive_counters(loop)  # once a GOP is often enough for counters read each second
             if self.info is None:
                 self._decode(loop.codec, packet, line, t_rel, unit.wall_ts)  # learns the size before the ring
                 self._accept(pkt, unit.wall_ts)
@@ -505,7 +510,6 @@ class CameraStream:
         except (av.error.FFmpegError, ValueError) as exc:
             loop.error = exc
             loop.lost.set()
-        self._sync_receive_counters(loop)
 
     def _on_lost(self, loop: _LoopSession, reason: str) -> None:
         loop.reason = reason
