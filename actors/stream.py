@@ -167,6 +167,8 @@ class CameraStream:
 
     def stop(self, timeout_s: float = 5.0) -> None:
         self._stop.set()
+        if (loop := self._loop) is not None:
+            loop.lost.set()  # wake the camera thread waiting on the receive loop at once
         self._thread.join(timeout_s)
         self.sm.to(CameraState.RETIRED, "stopped")
 
@@ -457,7 +459,7 @@ class CameraStream:
             self._receiver = None
             return self._session()
         try:
-            while not loop.lost.wait(0.25) and not self._stop.is_set():
+            while not loop.lost.wait(1.0) and not self._stop.is_set():
                 pass
         finally:
             receiver.disconnect(loop.session)

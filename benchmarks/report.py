@@ -78,29 +78,53 @@ def _ingest(lines: list[str]) -> None:
     lines.append("")
 
 
+_RTSP_READERS = {
+    "ours": "ours (FFmpeg per camera, `ingest.rtsp_receiver: ffmpeg`)",
+    "ours_loop": "ours on the receive loop (`ingest.rtsp_receiver: loop`)",
+    "loop": "the bare receive loop",
+    "gst": "GStreamer rtspsrc→appsink",
+}
+
+
 def _ingest_rtsp(lines: list[str]) -> None:
     r = _load("ingest_rtsp")
     if r is None:
         return
-    cells = [
-        f"{p['cameras']} {p['transport'].upper()} cameras: {p['cameras_per_core']:.0f}/core"
-        + (
-            f" ({r['ratio_ours_over_raw_per_core'][k]}x raw)"
-            if (k := f"{p['transport']}/{p['cameras']}") in r["ratio_ours_over_raw_per_core"] and p["keeps_up"]
-            else ""  # a reader that fell behind received less, so its CPU is no fair comparison
-        )
-        + ("" if p["keeps_up"] else ", fell behind")
-        for p in r["points"]
-        if p["reader"] == "ours"
-    ]
+    ratios = r.get("ratio_over_raw_per_core") or {"ours": r["ratio_ours_over_raw_per_core"]}
+
+    def cells(reader: str) -> str:
+        out = []
+        for p in r["points"]:
+            if p["reader"] != reader:
+                continue
+            k = f"{p['transport']}/{p['cameras']}"
+            ratio = ratios.get(reader, {}).get(k)
+            # A reader that fell behind received less, so its CPU is no fair comparison.
+            out.append(
+                f"{p['cameras']} {p['transport'].upper()}: {p['cameras_per_core']:.0f}/core"
+                + (f" ({ratio}x raw)" if ratio is not None and p["keeps_up"] else "")
+                + ("" if p["keeps_up"] else ", fell behind")
+            )
+        return "; ".join(out)
+
     raw = [p["cameras_per_core"] for p in r["points"] if p["reader"] == "raw"]
+    parts = [f"{label}: {cells(reader)}" for reader, label in _RTSP_READERS.items() if cells(reader)]
+    floor = r.get("keyframe_decode_ms")
+    floor_text = (
+        f" Keyframe decode + BGR alone, same stream: {floor['decode'] + floor['bgr']:.2f} CPU-ms per keyframe, "
+        f"i.e. at most {floor['cameras_per_core_at_1_keyframe_per_s']:.0f} cameras/core at one keyframe a second "
+        "with free reception."
+        if floor
+        else ""
+    )
     lines.append(
         f"* **Live RTSP ingest** — `benchmarks/performance/ingest_rtsp.py` ({_link('ingest_rtsp')}, {_machine(r)}): "
         f"360p keyframe "
         f"@1 fps from the GStreamer simulator, this process's CPU only; a plain PyAV reader holds "
-        f"{min(raw):.0f}-{max(raw):.0f} cameras/core (receiving RTP costs more than decoding keyframes); ours: "
-        + "; ".join(cells)
+        f"{min(raw):.0f}-{max(raw):.0f} cameras/core (receiving RTP costs more than decoding keyframes). "
+        + ". ".join(parts)
         + "."
+        + floor_text
     )
 
 

@@ -7,7 +7,11 @@ measured is typed into this module.
 
 The model, per camera (``c`` cameras, source ``fps``, analytics ``a`` fps):
 
-* **decode** CPU-s per camera-second = ``1 / cameras_per_core`` (``ingest.json``
+* **decode, live RTSP** where ``ingest_rtsp.json`` measured it (its resolution, keyframe mode): the worst
+  point that kept up of the product's reader for ``--receiver`` (``ours`` = FFmpeg, ``ours_loop`` = the
+  one-loop receiver), split into keyframe decode (``keyframe_decode_ms`` of the same stream, scaled by
+  ``1 / gop_s``) and the rest (receive, demux, ring; scaled by ``fps``).
+* **decode** otherwise, CPU-s per camera-second = ``1 / cameras_per_core`` (``ingest.json``
   ``cameras_per_core_derived.<res>.ours_<mode>``, measured unpaced at the file's fps and 1 s GOP),
   rescaled to the target: ``sampled``/``all`` decode every frame, so cost scales with ``fps``;
   ``keyframe`` decodes one frame per GOP, so cost scales with ``1 / gop_s``. Plus a real-time
@@ -20,7 +24,9 @@ The model, per camera (``c`` cameras, source ``fps``, analytics ``a`` fps):
   each; its serving overhead is assumed equal to onnxruntime's); GPU images/s
   only from a GPU result file or an explicit, labelled ``--gpu-images-per-s``.
 * **network**: camera streams in (``c * bitrate``; bitrate is an assumption unless given), and
-  letterboxed uint8 frames shard → detector (``inference.json settings.letterboxed_bytes``).
+  letterboxed uint8 frames shard → detector (``inference.json settings.letterboxed_bytes``). With
+  ``--routing same_node_first`` (the default, as ``cluster.detector_routing``) shards and detector replicas
+  share nodes, so those frames never leave a node: the network carries camera bitrate only.
 """
 
 from __future__ import annotations
@@ -41,6 +47,9 @@ Mode = Literal["keyframe", "sampled", "all"]
 MODES: tuple[Mode, ...] = ("keyframe", "sampled", "all")
 
 INGEST_FILE = "ingest.json"
+INGEST_RTSP_FILE = "ingest_rtsp.json"
+# ingest_rtsp.json reader per --receiver: the product's CameraStream on FFmpeg or on the receive loop.
+_RTSP_READER: Mapping[str, str] = {"ffmpeg": "ours", "loop": "ours_loop"}
 INFERENCE_FILE = "inference.json"
 BACKENDS_FILE = "backends.json"
 AGREEMENT_MIN = 0.99  # share of onnxruntime's detections a backend must reproduce to be sized on
@@ -104,6 +113,8 @@ class PlanRequest:
     gpu_result: Path | None = None
     gpu_input_size_px: int | None = None
     pre_roll_s: float = 5.0
+    receiver: Literal["ffmpeg", "loop"] = "ffmpeg"
+    routing: Literal["same_node_first", "any_node"] = "same_node_first"
 
     def __post_init__(self) -> None:
         checks = [
@@ -120,6 +131,8 @@ class PlanRequest:
             (0 < self.cpu_utilisation <= 1, "cpu utilisation must be in (0, 1]"),
             (0 < self.gpu_utilisation <= 1, "gpu utilisation must be in (0, 1]"),
             (self.gpus_per_node >= 1, "gpus_per_node must be >= 1"),
+            (self.receiver in _RTSP_READER, f"receiver must be one of {tuple(_RTSP_READER)}"),
+            (self.routing in ("same_node_first", "any_node"), "routing must be same_node_first or any_node"),
             (self.spare_nodes >= 0, "spare_nodes must be >= 0"),
             (self.gpu_images_per_s is None or self.gpu_images_per_s > 0, "gpu images/s must be > 0"),
             (
@@ -173,6 +186,7 @@ class Plan:
     shard_to_detector_gbit_s: float
     ingest_gbit_s_per_decode_node: float
     detector_in_gbit_s_per_inference_node: float
+    frames_over_network_gbit_s: float
     preroll_ring_gib_total: float
     demo_check: dict[str, float] = field(default_factory=dict)
 
@@ -323,6 +337,67 @@ def _decode_figures(ingest: _Doc, req: PlanRequest, figs: list[Figure], assume: 
     return cost
 
 
+def _live_rtsp_cost(
+    results_dir: Path, req: PlanRequest, figs: list[Figure], assume: list[Assumption], notes: list[str]
+) -> float | None:
+    """CPU-s per camera-second of live RTSP cameras from ``ingest_rtsp.json``, or None where it has no figure."""
+    path = results_dir / INGEST_RTSP_FILE
+    if not path.is_file():
+        notes.append(f"{_label(path)} missing: decode sized from the file replay of {INGEST_FILE}")
+        return None
+    doc = _Doc(path, _label(path))
+    height = doc.number("stream.height_px")
+    res = f"{height:g}p"
+    if req.mode != "keyframe" or req.resolution != res:
+        notes.append(
+            f"{doc.label} measures live RTSP at {res} keyframe only: {req.resolution} {req.mode} decode sized from "
+            f"the file replay of {INGEST_FILE}"
+        )
+        return None
+    reader = _RTSP_READER[req.receiver]
+    points = doc.get("points")
+    kept = [
+        (i, p)
+        for i, p in enumerate(points)
+        if p.get("reader") == reader and p.get("keeps_up") and p.get("cameras_per_core")
+    ]
+    if not kept:
+        notes.append(f"{doc.label}: no point of reader {reader!r} kept up: decode sized from {INGEST_FILE}")
+        return None
+    i, point = min(kept, key=lambda ip: ip[1]["cameras_per_core"])
+    live = doc.figure(
+        f"live RTSP cameras/core, {res} keyframe, {reader} ({point['transport']}, {point['cameras']} cameras)",
+        f"points.{i}.cameras_per_core",
+        "cameras/core",
+        "worst point of this reader that kept up; simulator CPU not counted",
+    )
+    decode_ms = doc.figure("keyframe decode, same stream", "keyframe_decode_ms.decode", "CPU-ms/keyframe")
+    bgr_ms = doc.figure("keyframe BGR conversion, same stream", "keyframe_decode_ms.bgr", "CPU-ms/keyframe")
+    fps = doc.figure("live stream fps", "stream.fps", "frames/s")
+    gop = doc.figure("live stream GOP", "stream.gop_s", "s")
+    figs += [live, decode_ms, bgr_ms, fps, gop]
+    gop_s = req.gop_s
+    if gop_s is None:
+        gop_s = gop.value
+        assume.append(
+            Assumption("camera GOP", gop_s, "s", "not given (--gop-s): cameras assumed to use the benchmark's GOP")
+        )
+    decode_part_s = (decode_ms.value + bgr_ms.value) / 1000.0 / gop.value
+    receive_part_s = max(0.0, 1.0 / live.value - decode_part_s)
+    cost = receive_part_s * req.fps / fps.value + decode_part_s * gop.value / gop_s
+    notes.append(
+        f"decode sized on live RTSP ({reader}, --receiver {req.receiver}): receive+demux+ring "
+        f"{receive_part_s * 1e3:.2f} CPU-ms/camera-s x (camera fps {req.fps:g} / {fps.value:.2f}) + keyframe decode "
+        f"{decode_part_s * 1e3:.2f} x (GOP {gop.value:g} s / {gop_s:g} s); bitrate differences not rescaled"
+    )
+    if req.analytics_fps > 1.0 / gop_s + 1e-9:
+        notes.append(
+            f"keyframe mode gives at most {1.0 / gop_s:g} analysed frames/s per camera (1/GOP); "
+            f"--analytics-fps {req.analytics_fps:g} cannot be met in this mode: use sampled or a shorter GOP"
+        )
+    return cost
+
+
 def _cpu_inference(inference: _Doc, figs: list[Figure]) -> tuple[float, float]:
     # The shards' path: lists of frames per handle call (older result files: single-frame calls).
     results = inference.get("results")
@@ -460,7 +535,8 @@ def make_plan(req: PlanRequest, results_dir: Path = DEFAULT_RESULTS_DIR) -> Plan
     inference = _open(results_dir, INFERENCE_FILE)
 
     # ---- decode
-    cost = _decode_figures(ingest, req, figs, assume, notes)
+    live = _live_rtsp_cost(results_dir, req, figs, assume, notes)
+    cost = live if live is not None else _decode_figures(ingest, req, figs, assume, notes)
     assume.append(
         Assumption(
             "CPU utilisation target",
@@ -552,29 +628,67 @@ def make_plan(req: PlanRequest, results_dir: Path = DEFAULT_RESULTS_DIR) -> Plan
         ),
         Assumption("spare nodes per group", req.spare_nodes, "nodes", "N+k: survive a node loss (--spare-nodes)"),
     ]
-    decode_nodes = math.ceil(num_shards * shard_cpus / usable) + req.spare_nodes
     groups = [NodeGroup("head", 1, req.node_cores, 0, "GCS, Serve controller, control API, CameraController")]
-    groups.append(NodeGroup("cpu-decode", decode_nodes, req.node_cores, 0, f"{num_shards} DecoderShard actors"))
     if gpus:
         assume.append(Assumption("GPUs per node", req.gpus_per_node, "GPUs", "node shape (--gpus-per-node)"))
-        gpu_nodes_needed = math.ceil(gpus / req.gpus_per_node)
-        cpu_ok = math.ceil(inference_cpu_cores / usable)
-        gpu_nodes = max(gpu_nodes_needed, cpu_ok) + req.spare_nodes
-        groups.append(
-            NodeGroup("gpu-inference", gpu_nodes, req.node_cores, req.gpus_per_node, f"{gpus} detector replicas")
-        )
-        inference_nodes = gpu_nodes
+    if req.routing == "same_node_first":
+        # Shards and their detector replicas on the same nodes: frames never leave the node that decoded them.
+        if gpus:
+            host_cores = req.gpus_per_node * req.cpu_cores_per_gpu_replica
+            decode_usable = usable - host_cores
+            if decode_usable <= 0:
+                raise PlanInputError(
+                    f"a {req.node_cores}-core node with {req.reserved_cores_per_node:g} reserved and "
+                    f"{host_cores:g} for its GPU replicas has no core left to decode: use larger nodes or --routing "
+                    "any_node"
+                )
+            nodes = max(math.ceil(num_shards * shard_cpus / decode_usable), math.ceil(gpus / req.gpus_per_node))
+            idle = nodes * req.gpus_per_node - gpus
+            if idle > 0:
+                notes.append(
+                    f"same_node_first puts a GPU replica beside every node's shards: {idle} GPU(s) more than the "
+                    "load needs (fewer GPUs per node, or --routing any_node with separate GPU nodes, trades that "
+                    "for frames on the network)"
+                )
+            gpus = nodes * req.gpus_per_node
+            inference_cpu_cores = gpus * req.cpu_cores_per_gpu_replica
+            role = f"{num_shards} DecoderShard actors + a detector replica per GPU, same node"
+            groups.append(NodeGroup("decode+gpu", nodes + req.spare_nodes, req.node_cores, req.gpus_per_node, role))
+        else:
+            nodes = math.ceil((num_shards * shard_cpus + inference_cpu_cores) / usable)
+            role = f"{num_shards} DecoderShard actors + {math.ceil(inference_cpu_cores)} cores of CPU replicas"
+            groups.append(NodeGroup("decode+inference", nodes + req.spare_nodes, req.node_cores, 0, role))
+        decode_nodes = inference_nodes = nodes + req.spare_nodes
     else:
-        inference_nodes = math.ceil(inference_cpu_cores / usable) + req.spare_nodes
-        groups.append(
-            NodeGroup(
-                "cpu-inference",
-                inference_nodes,
-                req.node_cores,
-                0,
-                f"{math.ceil(inference_cpu_cores)} cores of CPU detector replicas",
+        decode_nodes = math.ceil(num_shards * shard_cpus / usable) + req.spare_nodes
+        groups.append(NodeGroup("cpu-decode", decode_nodes, req.node_cores, 0, f"{num_shards} DecoderShard actors"))
+        if gpus:
+            gpu_nodes_needed = math.ceil(gpus / req.gpus_per_node)
+            cpu_ok = math.ceil(inference_cpu_cores / usable)
+            gpu_nodes = max(gpu_nodes_needed, cpu_ok) + req.spare_nodes
+            groups.append(
+                NodeGroup("gpu-inference", gpu_nodes, req.node_cores, req.gpus_per_node, f"{gpus} detector replicas")
             )
+            inference_nodes = gpu_nodes
+        else:
+            inference_nodes = math.ceil(inference_cpu_cores / usable) + req.spare_nodes
+            groups.append(
+                NodeGroup(
+                    "cpu-inference",
+                    inference_nodes,
+                    req.node_cores,
+                    0,
+                    f"{math.ceil(inference_cpu_cores)} cores of CPU detector replicas",
+                )
+            )
+    assume.append(
+        Assumption(
+            "detector routing",
+            req.routing,
+            "",
+            "cluster.detector_routing default (--routing): same_node_first keeps frames on their node",
         )
+    )
 
     # ---- network
     if req.bitrate_mbps is not None:
@@ -651,6 +765,7 @@ def make_plan(req: PlanRequest, results_dir: Path = DEFAULT_RESULTS_DIR) -> Plan
         shard_to_detector_gbit_s=frames_gbit,
         ingest_gbit_s_per_decode_node=ingest_gbit / max(1, decode_nodes - req.spare_nodes),
         detector_in_gbit_s_per_inference_node=frames_gbit / max(1, inference_nodes - req.spare_nodes),
+        frames_over_network_gbit_s=0.0 if req.routing == "same_node_first" else frames_gbit,
         preroll_ring_gib_total=ring_gib,
         demo_check=demo,
     )
@@ -695,8 +810,13 @@ def format_plan(plan: Plan) -> str:
         "Network and memory",
         f"  camera streams in        {plan.camera_ingest_gbit_s:8.2f} Gbit/s  "
         f"({plan.ingest_gbit_s_per_decode_node:.2f} per decode node)",
-        f"  frames shard->detector   {plan.shard_to_detector_gbit_s:8.2f} Gbit/s  "
-        f"({plan.detector_in_gbit_s_per_inference_node:.2f} into each inference node; uint8 letterboxed)",
+        (
+            f"  frames shard->detector   {0.0:8.2f} Gbit/s on the network  ({plan.shard_to_detector_gbit_s:.2f} "
+            "stay inside the nodes: same_node_first)"
+            if r.routing == "same_node_first"
+            else f"  frames shard->detector   {plan.shard_to_detector_gbit_s:8.2f} Gbit/s  "
+            f"({plan.detector_in_gbit_s_per_inference_node:.2f} into each inference node; uint8 letterboxed)"
+        ),
         f"  pre-roll rings           {plan.preroll_ring_gib_total:8.2f} GiB in shard memory, all cameras",
         "",
         "Measured inputs (file: key)",
@@ -744,6 +864,13 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     gpu.add_argument("--gpu-images-per-s", type=float, default=None, help="ASSUMED GPU throughput (labelled so)")
     p.add_argument("--input-size", type=int, default=None, dest="gpu_input_size_px", help="detector input px")
     p.add_argument("--pre-roll-s", type=float, default=5.0)
+    p.add_argument("--receiver", choices=tuple(_RTSP_READER), default="ffmpeg", help="ingest.rtsp_receiver to size")
+    p.add_argument(
+        "--routing",
+        choices=("same_node_first", "any_node"),
+        default="same_node_first",
+        help="cluster.detector_routing: same_node_first sizes mixed decode+inference nodes",
+    )
     p.add_argument("--results-dir", type=Path, default=DEFAULT_RESULTS_DIR)
     p.add_argument("--json", action="store_true", help="print the plan as JSON")
     p.set_defaults(func=run)

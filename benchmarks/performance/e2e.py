@@ -54,7 +54,7 @@ from benchmarks.performance.ingest import clip_of, raw_keyframe_bgr
 from cluster.footage import prepare_stream, probe
 from cluster.rtsp_sim import RtspSimulator, system_ready
 from cluster.runtime import Runtime
-from configs.schema import AppConfig, CameraConfig, ClusterConfig, DetectorConfig, ZoneConfig
+from configs.schema import AppConfig, CameraConfig, ClusterConfig, DetectorConfig, IngestConfig, ZoneConfig
 from contracts.detector import Letterboxed
 from serve_apps.detector.deployment import load_model
 from serve_apps.detector.onnx_runner import DetectorBase
@@ -221,6 +221,7 @@ def product_sweep(args: argparse.Namespace, stream: Path, urls: list[str], state
             num_cpus_per_replica=1,
             intra_op_threads=args.threads,
         ),
+        ingest=IngestConfig(rtsp_receiver=args.rtsp_receiver),
         cameras=[],
     )
     points: list[Point] = []
@@ -532,6 +533,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--in-flight", type=int, default=4, help="product: detector calls in flight per shard (the config default)"
     )
+    ap.add_argument(
+        "--rtsp-receiver",
+        choices=("ffmpeg", "loop"),
+        default="ffmpeg",
+        help="product: ingest.rtsp_receiver (loop: one receive thread per shard)",
+    )
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("ray").setLevel(logging.WARNING)
@@ -577,6 +584,7 @@ def main(argv: list[str] | None = None) -> int:
             "product": f"2 shards keyframe decode, {args.replicas} detector replica(s) (max_batch_size 32), lists per "
             "call merged behind the running forward pass",
             "product_in_flight_per_shard": args.in_flight,
+            "product_rtsp_receiver": args.rtsp_receiver,
             "baseline": "cv2.VideoCapture thread per camera decoding every frame; detector behind a lock",
         },
         "product": [asdict(p) for p in product],

@@ -27,6 +27,8 @@ JSON in ``benchmarks/results/ingest_rtsp.json``.
 from __future__ import annotations
 
 import argparse
+import json
+import subprocess
 import sys
 import threading
 import time
@@ -211,6 +213,7 @@ def measure(
     """K cameras of one reader kind: this process's CPU over the window, and who kept up."""
     k = len(urls)
     threads_before = threading.active_count()
+    rss_start = _rss_bytes()
     if reader in ("raw", "gst"):
         raws: list[Any] = [RawReader(u, transport) if reader == "raw" else GstReader(gst, u, transport) for u in urls]
         starters, count = raws, (lambda: [r.packets for r in raws])
@@ -232,11 +235,12 @@ def measure(
         time.sleep(1.0 / k)  # spread the starts over a GOP, as real cameras are not in step
     time.sleep(warmup_s)
     threads = threading.active_count() - threads_before
-    rss0 = _rss_bytes()
+    rss0 = _rss_bytes()  # after the warm-up: rings full, decoders open
     before, snap0 = count(), cpu_snapshot()
     with cpu_timer() as t:
         time.sleep(window_s)
     after, snap1 = count(), cpu_snapshot()
+    ring_bytes = sum(s.ring.bytes for s in streams) if reader in ("ours", "ours_loop") else None
     for stop in stoppers:
         stop()
     time.sleep(1.0)
@@ -255,6 +259,8 @@ def measure(
         "cameras_per_core": round(k / t.cores_used, 1) if t.cores_used > 0 else None,
         "python_threads": threads,
         "rss_mib": round(rss0 / 2**20, 1),
+        "rss_growth_mib": round((rss0 - rss_start) / 2**20, 1),
+        "ring_mib": None if ring_bytes is None else round(ring_bytes / 2**20, 2),
         "packets_expected_per_camera": round(expected, 1),
         "packets_min_frac": round(worst, 3),
         "keeps_up": worst >= 1.0 - KEEP_UP_TOLERANCE,
@@ -279,6 +285,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--window-s", type=float, default=15.0)
     ap.add_argument("--source", type=Path, default=SOURCE)
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
+    ap.add_argument(
+        "--name",
+        default="ingest_rtsp",
+        help="result file name: ingest_rtsp (the comparison) or e.g. ingest_rtsp_scale (cameras per process)",
+    )
+    ap.add_argument(
+        "--fresh-process",
+        action="store_true",
+        help="measure each point in a new Python process, so its memory growth is its own (the scale table)",
+    )
+    ap.add_argument("--point-json", action="store_true", help=argparse.SUPPRESS)  # one point, JSON on stdout
     args = ap.parse_args(argv)
     ok, why = system_ready()
     if not ok:
@@ -296,17 +313,23 @@ def main(argv: list[str] | None = None) -> int:
     for k in args.cameras:
         for transport in args.transports:
             for reader in readers:  # a fresh simulator per point: no session carries over
-                with RtspSimulator({"s": stream}, cameras=k) as sim:
-                    p = measure(
-                        reader,
-                        sim.camera_urls(),
-                        transport,
-                        fps,
-                        args.warmup_s,
-                        args.window_s,
-                        gst=gst,
-                        poll_interval_s=args.poll_interval_s,
-                    )
+                if args.fresh_process:
+                    p = _point_in_child(args, reader, transport, k)
+                else:
+                    with RtspSimulator({"s": stream}, cameras=k) as sim:
+                        p = measure(
+                            reader,
+                            sim.camera_urls(),
+                            transport,
+                            fps,
+                            args.warmup_s,
+                            args.window_s,
+                            gst=gst,
+                            poll_interval_s=args.poll_interval_s,
+                        )
+                if args.point_json:
+                    print(json.dumps(p))
+                    return 0
                 points.append(p)
                 print(
                     f"{reader:>4} {transport} K={k}: {p['cores_used']} cores "
@@ -325,13 +348,15 @@ def main(argv: list[str] | None = None) -> int:
             "loop_poll_interval_s": args.poll_interval_s,
         },
         "gstreamer": gst_note,
+        "fresh_process_per_point": args.fresh_process,
         "points": points,
         "ratio_ours_over_raw_per_core": ratios.get("ours", {}),
         "ratio_over_raw_per_core": ratios,
         "keyframe_decode_ms": _keyframe_decode_ms(stream),
         "run_wall_s": round(time.time() - t_start, 1),
     }
-    path = write_result("ingest_rtsp", record, args.out)
+    record["per_camera"] = _per_camera(points)
+    path = write_result(args.name, record, args.out)
     print(f"cameras per core over raw's: {ratios}; wrote {path}")
     return 0
 
@@ -346,6 +371,48 @@ def _ratios(points: list[dict[str, Any]], reader: str, counts: list[int], transp
             # A reader that fell behind received less and so looks cheaper: no ratio for that point.
             if raw and other and raw["cores_used"] and other["cores_used"] and raw["keeps_up"] and other["keeps_up"]:
                 out[f"{transport}/{k}"] = round(raw["cores_used"] / other["cores_used"], 3)
+    return out
+
+
+def _point_in_child(args: argparse.Namespace, reader: str, transport: str, cameras: int) -> dict[str, Any]:
+    """One point measured by a new interpreter (``--point-json``): its RSS growth belongs to that point alone."""
+    cmd = [
+        sys.executable,
+        "-m",
+        "benchmarks.performance.ingest_rtsp",
+        "--point-json",
+        *("--cameras", str(cameras), "--transports", transport, "--readers", reader),
+        *("--warmup-s", str(args.warmup_s), "--window-s", str(args.window_s), "--source", str(args.source)),
+        *("--poll-interval-s", str(args.poll_interval_s)),
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False, cwd=REPO)
+    if proc.returncode != 0:
+        raise RuntimeError(f"point {reader}/{transport}/{cameras} failed: {proc.stderr[-2000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _per_camera(points: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per reader: CPU per camera where it kept up, and memory and threads per camera from the points' slope."""
+    out: dict[str, Any] = {}
+    for reader in dict.fromkeys(p["reader"] for p in points):
+        mine = sorted((p for p in points if p["reader"] == reader), key=lambda p: p["cameras"])
+        row: dict[str, Any] = {
+            "cpu_ms_per_camera_s": {
+                f"{p['transport']}/{p['cameras']}": round(1e3 / p["cameras_per_core"], 2)
+                for p in mine
+                if p["keeps_up"] and p["cameras_per_core"]
+            },
+            "threads_per_camera": {str(p["cameras"]): round(p["python_threads"] / p["cameras"], 2) for p in mine},
+        }
+        # RSS growth from before the readers started to after the warm-up, per camera (exact only with
+        # --fresh-process: otherwise memory freed by an earlier point is reused and the growth is smaller).
+        row["rss_growth_mib_per_camera"] = {
+            str(p["cameras"]): round(p["rss_growth_mib"] / p["cameras"], 3) for p in mine
+        }
+        rings = [p["ring_mib"] / p["cameras"] for p in mine if p.get("ring_mib") is not None]
+        if rings:
+            row["ring_mib_per_camera"] = round(sum(rings) / len(rings), 3)
+        out[reader] = row
     return out
 
 

@@ -77,6 +77,11 @@ def check_ingest_rtsp(out: Path, _: str) -> None:
     assert "tcp/2" in r["ratio_ours_over_raw_per_core"]
     assert set(r["ratio_over_raw_per_core"]) == {"ours", "ours_loop", "loop", "gst"}
     assert r["keyframe_decode_ms"]["decode"] > 0
+    assert r["fresh_process_per_point"] is True
+    per = r["per_camera"]
+    assert per["ours_loop"]["threads_per_camera"]["2"] >= 1  # a (sleeping) thread per camera + the loop
+    assert per["ours"]["ring_mib_per_camera"] > 0 and per["ours_loop"]["ring_mib_per_camera"] > 0
+    assert all(p["rss_growth_mib"] is not None for p in r["points"])
 
 
 def check_sim_capacity(out: Path, _: str) -> None:
@@ -112,6 +117,8 @@ def check_e2e(out: Path, _: str) -> None:
     assert [p["cameras"] for p in r["product"]] == [2]
     assert [p["cameras"] for p in r["baseline"]] == [2]
     assert all(0 <= p["frac_age_within_1s"] <= 1 for p in r["product"] + r["baseline"])
+    assert r["settings"]["product_rtsp_receiver"] == "loop"
+    assert r["product"][0]["rate_median_fps"] > 0, r["product"]  # frames came through the receive loop
 
 
 def check_api(out: Path, _: str) -> None:
@@ -190,9 +197,13 @@ RUNS: dict[str, TinyRun] = {
         check_ingest,
     ),
     "performance.ingest_rtsp": TinyRun(
-        ("--cameras", "2", "--transports", "tcp", "--warmup-s", "1", "--window-s", "2", "--out", "{out}"),
+        (
+            *("--cameras", "2", "--transports", "tcp", "--warmup-s", "1", "--window-s", "2"),
+            *("--fresh-process", "--out", "{out}"),
+        ),
         check_ingest_rtsp,
         needs_rtsp=True,
+        expected_s=40.0,  # five readers, each in its own process with its own simulator
     ),
     "performance.rtsp_sim_capacity": TinyRun(
         ("--clients", "2", "--measure-s", "1", "--warmup-s", "0.5", "--json", "{out}/sim.json"),
@@ -259,6 +270,8 @@ RUNS: dict[str, TinyRun] = {
             "3",
             "--replicas",
             "1",
+            "--rtsp-receiver",
+            "loop",  # the shards' receive loop under a real Runtime (the other tests cover ffmpeg there)
             "--models-dir",
             "{models}",
             "--out",
