@@ -128,6 +128,30 @@ def _ingest_rtsp(lines: list[str]) -> None:
     )
 
 
+def _ingest_rtsp_scale(lines: list[str]) -> None:
+    r = _load("ingest_rtsp_scale")
+    if r is None:
+        return
+    rows = []
+    for reader, label in (("ours_loop", "receive loop"), ("ours", "FFmpeg")):
+        mine = sorted((p for p in r["points"] if p["reader"] == reader), key=lambda p: p["cameras"])
+        if not mine:
+            continue
+        cells = [
+            f"{p['cameras']}: {p['rss_growth_mib'] / p['cameras']:.2f} MiB, "
+            f"{p['python_threads'] / p['cameras']:.2f} threads"
+            + (f", {1e3 / p['cameras_per_core']:.1f} CPU-ms/s" if p["keeps_up"] else ", simulator saturated")
+            for p in mine
+        ]
+        rows.append(f"{label}: " + "; ".join(cells))
+    lines.append(
+        f"* **Cameras per process** — `benchmarks/performance/ingest_rtsp.py --name ingest_rtsp_scale "
+        f"--fresh-process` ({_link('ingest_rtsp_scale')}, {_machine(r)}): per camera, memory growth of a fresh "
+        "process (pre-roll ring + decoder + state), Python threads, and CPU where the simulator kept up (on 2 "
+        "cores it cannot serve 200 or more 30 fps cameras): " + ". ".join(rows) + "."
+    )
+
+
 def _inference(lines: list[str]) -> None:
     r = _load("inference")
     if r is None:
@@ -359,12 +383,24 @@ def _plan(lines: list[str]) -> None:
         format_plan(plan).rstrip(),
         "```",
     ]
+    loop = make_plan(
+        PlanRequest(cameras=10_069, resolution="360p", fps=15, analytics_fps=1, mode="keyframe", receiver="loop"),
+        RESULTS,
+    )
+    lines += [
+        "",
+        f"With `--receiver loop` (`ingest.rtsp_receiver: loop`): decode {loop.decode_cores:.1f} cores "
+        f"({loop.decode_cameras_per_core:.0f} cameras/core at 100 %, {loop.decode_cpu_s_per_camera_s * 1000:.2f} "
+        f"CPU-ms per camera-second), {loop.suggested_num_shards} shards, {loop.total_nodes} nodes "
+        f"({loop.total_cores:,} cores).",
+    ]
 
 
 SECTIONS: tuple[Callable[[list[str]], None], ...] = (
     _demo,
     _ingest,
     _ingest_rtsp,
+    _ingest_rtsp_scale,
     _inference,
     _backends,
     _e2e,
