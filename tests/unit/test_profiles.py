@@ -68,7 +68,17 @@ def test_gwangju_is_a_cluster_profile_sized_by_the_plan() -> None:
     assert cfg.storage.endpoint and cfg.storage.secure
     assert cfg.cluster.serve_http_host == "0.0.0.0"
     assert all(d.device == "cuda" and d.autoscaling is not None for d in cfg.all_detectors())
-    plan = make_plan(PlanRequest(cameras=10_069, resolution="360p", fps=15, analytics_fps=1, mode="keyframe"))
+    plan = make_plan(
+        PlanRequest(
+            cameras=10_069,
+            resolution="360p",
+            fps=15,
+            analytics_fps=1,
+            mode="keyframe",
+            receiver=cfg.ingest.rtsp_receiver,
+            routing="any_node",  # the KubeRay layout keeps decode and GPU worker groups apart
+        )
+    )
     assert cfg.cluster.shard_num_cpus == plan.suggested_shard_num_cpus
     assert cfg.cluster.num_shards >= plan.suggested_num_shards
     assert cfg.cluster.num_shards <= 1.25 * plan.suggested_num_shards  # not grossly oversized either
