@@ -216,17 +216,20 @@ def write_mp4(path: Path, info: StreamInfo, packets: Sequence[EncodedPacket]) ->
     timed, dropped, adjusted = _retime(info, packets[first_key:])
     tb = info.time_base
 
+    last_ticks = _frame_ticks(info, timed)
     path.parent.mkdir(parents=True, exist_ok=True)
     part = path.with_suffix(".part")
     try:
         with av.open(str(part), "w", format="mp4", container_options={"movflags": "+faststart"}) as out:
             stream = _add_stream(out, info)
-            for t in timed:
+            for i, t in enumerate(timed):
                 packet = av.Packet(t.pkt.data)
                 packet.pts = t.pts
                 packet.dts = t.dts
-                if t.duration is not None:
-                    packet.duration = t.duration
+                # A packet without a duration (the receive loop's, some RTSP servers') gets the step to the
+                # next one; the last gets the typical frame length. Without it MP4 gives the last sample
+                # zero length and players (FFmpeg included) drop that frame.
+                packet.duration = t.duration or (timed[i + 1].dts - t.dts if i + 1 < len(timed) else last_ticks)
                 packet.time_base = tb
                 packet.is_keyframe = t.pkt.is_keyframe
                 packet.stream = stream
@@ -235,7 +238,6 @@ def write_mp4(path: Path, info: StreamInfo, packets: Sequence[EncodedPacket]) ->
     finally:
         part.unlink(missing_ok=True)  # a failed write leaves nothing behind
 
-    last_ticks = _frame_ticks(info, timed)
     end = max(t.pts + (t.duration or last_ticks) for t in timed)
     start = min(t.pts for t in timed)
     if dropped or adjusted:

@@ -13,8 +13,10 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import av
 import pytest
 
+from actors.clip_writer import write_mp4
 from actors.packets import PacketRing
 from actors.rtsp_receive import RtspReceiver
 from actors.stream import CameraStream, SampledFrame
@@ -99,6 +101,14 @@ def test_cameras_on_the_loop_stream_fail_alone_and_come_back_after_the_server_do
             assert s.counters.rtp_lost_packets == 0 and s.counters.units_dropped == 0
         shape = frames["cam1"][-1].image.shape
         assert shape == (360, 480, 3), shape
+        # The ring is what event clips are cut from: it remuxes to an MP4 that decodes, without re-encoding.
+        cam1 = good[0]
+        assert cam1.info is not None
+        clip = write_mp4(tmp_path / "cam1.mp4", cam1.info, cam1.ring.snapshot(0.0))
+        assert clip.num_packets >= 25 and clip.dropped_packets == 0, clip
+        with av.open(str(clip.path)) as container:
+            decoded = [f for f in container.decode(video=0)]
+        assert len(decoded) == clip.num_packets and (decoded[0].width, decoded[0].height) == (480, 360)
         last_pts = {s.cfg.id: s.ring.snapshot(0.0)[-1].pts for s in good}
         reconnects = {s.cfg.id: s.counters.reconnects for s in good}
 

@@ -6,6 +6,7 @@ takes ~4 s on 2 cores, street_people_walking ~3 s.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import time
 from dataclasses import dataclass, replace
@@ -211,6 +212,17 @@ def test_ring_snapshot_remuxes_to_identical_packets(vtest_stream: Path, tmp_path
 
     whole = write_mp4(tmp_path / "ring.mp4", src.info, ring.snapshot(0.0))
     assert whole.num_packets == ring.num_packets == 25  # GOPs at 77, 78 and 79 s
+
+
+def test_packets_without_durations_keep_their_last_frame(vtest_stream: Path, tmp_path: Path) -> None:
+    """The receive loop's packets carry no duration: the clip must still hold every frame, the last included."""
+    src = demux(vtest_stream)
+    start = max(i for i, p in enumerate(src.packets) if p.is_keyframe)
+    snap = [dataclasses.replace(p, duration=None) for p in src.packets[start - 20 :]]
+    snap = snap[next(i for i, p in enumerate(snap) if p.is_keyframe) :]
+    clip = write_mp4(tmp_path / "noduration.mp4", src.info, snap)
+    dec = check_clip(clip, snap, src.info, gop_s=1.0)
+    assert dec.packets == [p.data for p in snap]
 
 
 def test_street_clip_prepared(street_stream: Path, tmp_path: Path) -> None:
