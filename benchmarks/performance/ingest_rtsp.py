@@ -27,6 +27,7 @@ JSON in ``benchmarks/results/ingest_rtsp.json``.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import subprocess
 import sys
@@ -138,23 +139,30 @@ GST_PIPELINE = (
 
 
 def _gst() -> tuple[Any, str]:
-    """Debian's GStreamer bindings in this venv (only ``gi`` itself is put on the path), or the reason not."""
+    """Debian's GStreamer bindings in this venv (only the ``gi`` package is loaded from there), or the reason not.
+
+    The package is imported from its own directory by ``importlib`` rather than by adding Debian's
+    ``dist-packages`` to ``sys.path``, so no other Debian module can shadow a venv one.
+    """
     gi_dir = Path("/usr/lib/python3/dist-packages/gi")
     if not gi_dir.is_dir():
         return None, f"{gi_dir} not found (apt-get install python3-gi)"
-    shim = REPO / ".cache" / "system-gi"
-    shim.mkdir(parents=True, exist_ok=True)
-    link = shim / "gi"
-    if not link.exists():
-        link.symlink_to(gi_dir)
-    if str(shim) not in sys.path:
-        sys.path.append(str(shim))
     try:
+        if "gi" not in sys.modules:
+            spec = importlib.util.spec_from_file_location(
+                "gi", gi_dir / "__init__.py", submodule_search_locations=[str(gi_dir)]
+            )
+            if spec is None or spec.loader is None:
+                return None, f"cannot load {gi_dir}"
+            module = importlib.util.module_from_spec(spec)
+            sys.modules["gi"] = module
+            spec.loader.exec_module(module)
         import gi
 
         gi.require_version("Gst", "1.0")
         from gi.repository import Gst
     except (ImportError, ValueError) as exc:
+        sys.modules.pop("gi", None)
         return None, f"GStreamer bindings do not import: {exc}"
     Gst.init(None)
     return Gst, Gst.version_string()
