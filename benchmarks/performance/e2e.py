@@ -405,10 +405,16 @@ def ceiling(
     """Cameras this machine could hold if only the unavoidable work ran: per camera-second one image
     through the raw detector, the raw keyframe decode, and what the RTSP simulator (which both
     programs share) spent per camera at the product's best passing point. Ray, Serve, the shards'
-    hand-offs and the operating system count as free, so no program on this machine can pass it."""
-    best = max((p for p in product if p.passed), key=lambda p: p.cameras, default=None)
-    if best is None:
+    hand-offs and the operating system count as free, so no program on this machine can pass it.
+
+    The simulator's share comes from the product's largest passing point, or from its largest
+    measured point when none passed (a loaded machine, a window too short): the ceiling is a
+    property of the machine and the streams, not of whether the product kept up.
+    """
+    if not product:
         return None
+    passing = [p for p in product if p.passed]
+    best = max(passing or product, key=lambda p: p.cameras)
     by_role = best.extra["cores_by_role"]
     sim_ms = by_role.get("rtsp_simulator_cores", 0.0) / best.cameras * 1000.0
     det_ms = raw_det["cpu_ms_per_image"] * ANALYTICS_FPS
@@ -418,6 +424,7 @@ def ceiling(
         "decode_cpu_ms_per_camera_s": raw_dec["cpu_ms_per_camera_s"],
         "simulator_cpu_ms_per_camera_s": round(sim_ms, 2),
         "simulator_measured_at_cameras": best.cameras,
+        "simulator_measured_at_passing_point": best.passed,
         "cores": cores,
         "cameras_ceiling": round(cores * 1000.0 / per_camera_ms, 1),
     }
