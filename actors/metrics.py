@@ -93,7 +93,8 @@ RTP_LOST = Counter(
 )
 UNITS_DROPPED = Counter(
     "cctv_access_units_dropped_total",
-    "Access units the loop receiver dropped because a packet of theirs was lost or malformed.",
+    "Access units the loop receiver dropped: a packet of theirs was lost or malformed, or they came before the "
+    "session's first keyframe (nothing could decode them).",
     ["shard"],
 )
 CAMERA_FPS = Gauge(

@@ -347,9 +347,29 @@ class RtspSession:
         self.last_data_ts = self.last_keepalive_ts = time.monotonic()
 
     def keepalive_request(self) -> bytes:
-        """An ``OPTIONS`` request that renews the session; its answer arrives interleaved and is skipped."""
+        """An ``OPTIONS`` that renews the session; its answer arrives interleaved (see :meth:`check_message`)."""
         self._cseq += 1
         return self._format("OPTIONS", self.url, {}).encode()
+
+    def check_message(self, message: bytes) -> None:
+        """An RTSP message that arrived between the RTP frames: a keep-alive's answer or the server's own request.
+
+        A refused keep-alive (``454 Session Not Found``, ``5xx``) means the server has dropped the session;
+        saying so now, by its status, beats waiting for the stall timeout. Requests the server sends
+        (``GET_PARAMETER``, ``ANNOUNCE``) are ignored.
+
+        Raises:
+            RtspError: The message is an answer whose status is not 2xx; it names the status, never the password.
+        """
+        if not message.startswith(b"RTSP/"):
+            return
+        line = message.split(b"\r\n", 1)[0].decode("latin-1")
+        try:
+            status = int(line.split()[1])
+        except (IndexError, ValueError):
+            raise RtspError(f"camera {self.camera_id}: not an RTSP answer: {line[:60]!r}") from None
+        if not 200 <= status < 300:
+            raise RtspError(f"camera {self.camera_id}: {self.safe_url} answered the keep-alive with {line[9:60]!r}")
 
     def close(self) -> None:
         for s in (self.sock, self.rtp_sock, self.rtcp_sock):
@@ -592,8 +612,10 @@ class RtspReceiver:
             raise RtspError(f"camera {s.camera_id}: {s.safe_url} closed the connection")
         s.last_data_ts = time.monotonic()
         s.buf += memoryview(scratch)[:n]
-        frames, _messages, used, skipped = split_interleaved(s.buf)
+        frames, messages, used, skipped = split_interleaved(s.buf)
         s.counters.skipped_bytes += skipped
+        for message in messages:
+            s.check_message(message)
         payload = None
         for channel, payload in frames:
             if channel == 0:

@@ -478,7 +478,9 @@ class CameraStream:
             return
         line = loop.line
         if not line.got and not unit.is_keyframe:
-            loop.skipped += 1  # nothing before the first keyframe can be decoded or clipped
+            loop.skipped += 1  # nothing before the first keyframe can be decoded or clipped: counted as dropped
+            if loop.skipped == 1:
+                self._sync_receive_counters(loop)
             return
         key = unit.is_keyframe
         t_rel = line.see(unit.pts_90khz)
@@ -522,7 +524,7 @@ class CameraStream:
             return
         rc, c = loop.session.counters, self.counters
         c.rtp_lost_packets = loop.lost_base + rc.lost_packets
-        c.units_dropped = loop.dropped_base + rc.dropped_units
+        c.units_dropped = loop.dropped_base + rc.dropped_units + loop.skipped
 
 
 class _Timeline:

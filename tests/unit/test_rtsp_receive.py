@@ -211,3 +211,41 @@ def test_rtp_that_follows_the_play_answer_in_the_same_read_is_kept_for_the_loop(
         assert (status, headers["cseq"], body) == (200, "3", b"hi")
         assert bytes(s.buf) == b"$\x00\x00\x02ok"
         s.sock = None
+
+
+def test_a_refused_keep_alive_ends_the_session_by_its_status_and_other_messages_do_not() -> None:
+    """A 454 to the keep-alive means the server dropped the session: said now, not at the stall timeout."""
+    s = RtspSession("cam-1", "rtsp://admin:pa55word@127.0.0.1:9/x", "tcp", 1.0)
+    s.check_message(b"RTSP/1.0 200 OK\r\nCSeq: 7\r\n\r\n")
+    s.check_message(b"GET_PARAMETER rtsp://127.0.0.1:9/x RTSP/1.0\r\nCSeq: 1\r\n\r\n")  # the server's own request
+    with pytest.raises(RtspError, match="454 Session Not Found") as info:
+        s.check_message(b"RTSP/1.0 454 Session Not Found\r\nCSeq: 8\r\n\r\n")
+    assert "pa55word" not in str(info.value) and "cam-1" in str(info.value)
+    with pytest.raises(RtspError, match="not an RTSP answer"):
+        s.check_message(b"RTSP/1.0\r\n\r\n")
+
+
+def test_units_before_the_first_keyframe_are_counted_as_dropped() -> None:
+    """A server that joins the camera mid-GOP sends P-frames first: nothing can decode them, and each is counted."""
+    from fractions import Fraction
+
+    from actors.packets import PacketRing
+    from actors.rtsp_receive import RTP_CLOCK_HZ, AccessUnit
+    from actors.stream import CameraStream, _LoopSession, _Timeline
+    from configs.schema import CameraConfig, IngestConfig
+
+    cam = CameraStream(
+        CameraConfig(id="cam-1", url="rtsp://127.0.0.1:9/x", decode_mode="keyframe"),
+        shard="t",
+        ingest=IngestConfig(rtsp_receiver="loop"),
+        ring=PacketRing(5, 2**20),
+        on_frame=lambda _f: None,
+    )
+    loop = _LoopSession(_Timeline(Fraction(1, RTP_CLOCK_HZ), 0.0), dropped_base=4)
+    loop.session = RtspSession("cam-1", "rtsp://127.0.0.1:9/x", "tcp", 1.0)
+    loop.session.counters.dropped_units = 2  # the depayloader's own drops (lost packets)
+    for i in range(3):
+        cam._on_unit(loop, AccessUnit("cam-1", START_CODE + bytes([0x41, 0x9A, i]), 3000 * i, False, 1.0 + i))
+    cam._sync_receive_counters(loop)
+    assert (loop.skipped, cam.counters.units_dropped) == (3, 4 + 2 + 3)
+    assert not loop.line.got  # the timeline starts at the first keyframe, not before
