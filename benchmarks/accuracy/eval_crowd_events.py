@@ -28,6 +28,13 @@ is the figure to quote). It also holds vtest.avi's estimated ground calibration:
 scenario runs the density rule on that calibrated zone in people/m², the truth being the hand count over the
 zone's area computed by the product's own :class:`GroundPlane`.
 
+Motion gate (``motion_gate``). The deployment default's detections are run again through the camera's motion gate
+at its default settings (:class:`actors.motion.MotionGate`): a sample the gate finds unchanged keeps the last
+analysed sample's detections, as the shard does. Reported: the share of samples skipped per clip and per split,
+the gated event scores per split, and every event the ungated rules raised that the gated ones did not
+(``events_missed_by_gate``) or the reverse (``events_added_by_gate``); and the share it skips of every clip of the
+footage sampled at 1 fps (``footage_1fps``), those without crowd labels included.
+
 Run: ``.venv/bin/python -m benchmarks.accuracy.eval_crowd_events [--models-dir ../shared/models] [--clips-dir
 ../shared/data/clips] [--vtest .cache/footage/vtest.avi] [--split tests/data/crowd_split.json]``; prints JSON.
 """
@@ -47,6 +54,7 @@ import numpy as np
 
 from actors.analytics.registry import build_rules
 from actors.analytics.zones import PERSON_LABEL, GroundPlane
+from actors.motion import MotionGate
 from configs.analytics import SEVERITY_RANK, CrowdDensityConfig, GroundCalibration, Lifecycle
 from configs.schema import CameraConfig, ZoneConfig
 from contracts.detector import Detection
@@ -519,6 +527,121 @@ def evaluate_scenario(
     return result
 
 
+def gate_detections(
+    frames: Sequence[np.ndarray], ts: Sequence[float], dets: Sequence[list[Detection]], gate: MotionGate
+) -> tuple[list[list[Detection]], list[bool]]:
+    """What the rules see with the motion gate on: a frame the gate finds unchanged is not analysed and the last
+    analysed frame's detections hold at its time (as ``actors.shard`` does with a static frame).
+
+    Returns:
+        The detections per sample and, per sample, whether the gate skipped it.
+    """
+    out: list[list[Detection]] = []
+    skipped: list[bool] = []
+    last: list[Detection] = []
+    for frame, t, d in zip(frames, ts, dets, strict=True):
+        analyse = gate.decide(frame, t).analyse
+        if analyse:
+            last = d
+        skipped.append(not analyse)
+        out.append(last)
+    return out, skipped
+
+
+def footage_skip_share(path: Path, fps: float = 1.0, max_s: float = 600.0) -> dict[str, Any]:
+    """The share of 1 fps samples of a whole clip the gate at the camera defaults would skip (no events: only the
+    detector's work it saves; pixel rules such as fire and water still see every sample)."""
+    gate = MotionGate(
+        float(CameraConfig.model_fields["motion_threshold"].default),
+        float(CameraConfig.model_fields["motion_max_skip_s"].default),
+    )
+    cap = cv2.VideoCapture(str(path))
+    if not cap.isOpened():
+        raise FileNotFoundError(f"cannot open video {path}")
+    native = cap.get(cv2.CAP_PROP_FPS) or 25.0
+    n = analysed = i = 0
+    next_t = 0.0
+    try:
+        while i / native <= max_s:
+            if not cap.grab():
+                break
+            t = i / native
+            i += 1
+            if t + 1e-9 < next_t:
+                continue
+            next_t += 1.0 / fps
+            ok, frame = cap.retrieve()
+            if not ok:
+                break
+            n += 1
+            analysed += gate.decide(frame, t).analyse
+    finally:
+        cap.release()
+    return {"samples": n, "skipped": n - analysed, "skipped_frac": round((n - analysed) / max(1, n), 3)}
+
+
+def motion_gate_effect(
+    samples: dict[str, ClipSamples],
+    dets: dict[str, list[list[Detection]]],
+    ungated: dict[str, Any],
+    split: Split,
+) -> dict[str, Any]:
+    """The motion gate at the camera defaults on the same samples: the share of frames it skips per clip, the
+    event scores with it on (per split), and every event the ungated rules raised that the gated ones did not
+    (missed because of the gate) or the reverse (added by it)."""
+    threshold = float(CameraConfig.model_fields["motion_threshold"].default)
+    max_skip_s = float(CameraConfig.model_fields["motion_max_skip_s"].default)
+    gated: dict[str, list[list[Detection]]] = {}
+    per_clip: dict[str, Any] = {}
+    for clip, s in samples.items():
+        gated[clip], skipped = gate_detections(s.frames, s.ts, dets[clip], MotionGate(threshold, max_skip_s))
+        per_clip[clip] = {
+            "split": split.of(clip),
+            "samples": len(skipped),
+            "skipped": int(sum(skipped)),
+            "skipped_frac": round(sum(skipped) / len(skipped), 3),
+        }
+    scen = {sc.name: evaluate_scenario(sc, samples, gated, split.calibrations) for sc in SCENARIOS}
+    missed: list[dict[str, Any]] = []
+    added: list[dict[str, Any]] = []
+    n_ungated = 0
+    for name, result in ungated.items():
+        for kind, scored in result.items():
+            if not kind.startswith("crowd"):
+                continue
+            for clip, pc in scored["per_clip"].items():
+                tol = 1.0 / samples[clip].fps
+                before = [Window(a, b) for a, b in pc["pred_windows_s"]]
+                after = [Window(a, b) for a, b in scen[name][kind]["per_clip"][clip]["pred_windows_s"]]
+                n_ungated += len(before)
+                for w in before:
+                    if not any(_overlaps(w, o, tol) for o in after):
+                        missed.append({"scenario": name, "kind": kind, "clip": clip, "window_s": [w.start, w.end]})
+                for w in after:
+                    if not any(_overlaps(w, o, tol) for o in before):
+                        added.append({"scenario": name, "kind": kind, "clip": clip, "window_s": [w.start, w.end]})
+    n = sum(c["samples"] for c in per_clip.values())
+    by_part = {
+        part: round(
+            sum(c["skipped"] for c in per_clip.values() if c["split"] == part)
+            / max(1, sum(c["samples"] for c in per_clip.values() if c["split"] == part)),
+            3,
+        )
+        for part in ("tuning", "validation")
+    }
+    return {
+        "motion_threshold": threshold,
+        "motion_max_skip_s": max_skip_s,
+        "skipped_frac_overall": round(sum(c["skipped"] for c in per_clip.values()) / max(1, n), 3),
+        "skipped_frac_by_split": by_part,
+        "per_clip": per_clip,
+        "ungated_events": n_ungated,
+        "events_missed_by_gate": missed,
+        "events_added_by_gate": added,
+        "splits": {part: split_scores(scen, split, part) for part in ("tuning", "validation")},
+    }
+
+
 def evaluate(
     events_path: Path = DEFAULT_EVENTS,
     labels_path: Path = DEFAULT_LABELS,
@@ -588,6 +711,10 @@ def evaluate(
                 **{x: m[x] for x in ("gt_required", "predicted", "precision", "recall", "f1")},
                 "strict": {x: ms[x] for x in ("precision", "recall", "f1")},
             }
+        if "motion_gate" not in result:  # the first variant is the deployment default
+            result["motion_gate"] = {"variant": f"{model}@{size}", **motion_gate_effect(samples, dets, scen, split)}
+            clips = sorted(clips_dir.glob("*.*")) + ([vtest] if vtest.exists() else [])
+            result["motion_gate"]["footage_1fps"] = {c.name: footage_skip_share(c) for c in clips}
         result["variants"][f"{model}@{size}"] = {
             "detect_ms_per_frame_median": round(float(np.median(latency_ms)), 1),
             "count_mae_labelled_samples": round(float(np.mean(np.abs(err))), 3),

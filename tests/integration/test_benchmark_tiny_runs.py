@@ -148,6 +148,10 @@ def check_eval_crowd_events(_: Path, stdout: str) -> None:
     summary = r["summary"]["person_lwpd@192"]
     assert {"tuning", "validation"} <= set(summary), list(summary)
     assert r["variants"]["person_lwpd@192"]["scenarios"]["density_m2_vtest"]["zone_area_m2"]["vtest.avi"] > 0
+    gate = r["motion_gate"]
+    assert gate["variant"] == "person_lwpd@192" and 0 <= gate["skipped_frac_overall"] <= 1, gate
+    assert all(c["skipped"] <= c["samples"] for c in gate["per_clip"].values()), gate["per_clip"]
+    assert {"tuning", "validation"} == set(gate["splits"]), list(gate["splits"])
 
 
 def check_eval_fire(out: Path, _: str) -> None:

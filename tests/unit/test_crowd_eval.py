@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from actors.analytics.registry import build_rules
+from actors.motion import MotionGate
 from benchmarks.accuracy.eval_crowd_events import (
     DEFAULT_SPLIT,
     SCENARIOS,
@@ -16,6 +17,7 @@ from benchmarks.accuracy.eval_crowd_events import (
     Split,
     Window,
     camera_for,
+    gate_detections,
     gt_windows,
     iou,
     load_split,
@@ -214,3 +216,18 @@ def test_split_scores_merge_only_the_clips_of_that_part() -> None:
     assert tuning["clips"] == ["a"] and validation["clips"] == ["b"]
     assert (tuning["events"]["precision"], tuning["events"]["recall"]) == (0.5, 1.0)
     assert (validation["events"]["precision"], validation["events"]["recall"]) == (1.0, 0.5)
+
+
+def test_the_gate_keeps_the_last_analysed_detections_for_unchanged_frames() -> None:
+    """As the shard does: a skipped sample's rules see the detections of the last analysed one, at its own time."""
+    import numpy as np
+
+    still = np.full((36, 64, 3), 90, np.uint8)
+    moved = still.copy()
+    moved[:, :32] = 200
+    frames = [still, still, moved, moved, moved, still]
+    ts = [0.0, 1.0, 2.0, 3.0, 4.0, 14.5]
+    dets = [_persons(i + 1) for i in range(len(frames))]  # a distinct count per sample
+    out, skipped = gate_detections(frames, ts, dets, MotionGate(threshold=2.0, max_skip_s=10.0))
+    assert skipped == [False, True, False, True, True, False]
+    assert [len(d) for d in out] == [1, 1, 3, 3, 3, 6]
