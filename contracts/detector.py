@@ -25,6 +25,12 @@ class Detection:
     score: float
     box: tuple[float, float, float, float]
 
+    def __reduce__(self) -> tuple[type[Detection], tuple[int, str, float, tuple[float, float, float, float]]]:
+        # Every answer of the detector carries these across processes. A slots dataclass pickles through
+        # ``dataclasses.fields()`` on both ends, which the live profile found at 3.8 % of a shard's GIL time;
+        # this is 3x cheaper (tests/unit/test_detector.py checks the round trip).
+        return (Detection, (self.class_id, self.label, self.score, self.box))
+
     @property
     def width(self) -> float:
         return self.box[2] - self.box[0]

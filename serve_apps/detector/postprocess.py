@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from functools import lru_cache
 
+import cv2
 import numpy as np
 
 from contracts.detector import Detection, Letterboxed
@@ -51,19 +52,6 @@ def decode_boxes(raw: np.ndarray, input_h: int, input_w: int) -> np.ndarray:
     return np.concatenate((xy - half_wh, xy + half_wh), axis=-1)
 
 
-def box_iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    """IoU of one ``(4,)`` box against ``(K, 4)`` boxes, all ``x1, y1, x2, y2``."""
-    ix1 = np.maximum(box[0], boxes[:, 0])
-    iy1 = np.maximum(box[1], boxes[:, 1])
-    ix2 = np.minimum(box[2], boxes[:, 2])
-    iy2 = np.minimum(box[3], boxes[:, 3])
-    inter = np.clip(ix2 - ix1, 0, None) * np.clip(iy2 - iy1, 0, None)
-    area = (box[2] - box[0]) * (box[3] - box[1])
-    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    union = area + areas - inter
-    return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
-
-
 def batched_nms(
     boxes: np.ndarray,
     scores: np.ndarray,
@@ -74,28 +62,25 @@ def batched_nms(
     """Greedy class-aware non-maximum suppression.
 
     A box suppresses only lower-scored boxes of its own class whose IoU with it exceeds
-    ``iou_threshold``. Classes are kept apart by shifting each class's boxes by a per-class offset
-    larger than any coordinate, so one NMS pass handles every class.
+    ``iou_threshold`` (equal scores keep their input order). OpenCV's ``NMSBoxesBatched`` does the greedy
+    pass in C++: the live profile found the NumPy loop this replaced at a fifth of a replica's Python time
+    (2.3 ms for 150 candidates against 0.1 ms); ``tests/unit/test_detector.py`` holds it to the plain
+    greedy definition on random boxes.
 
     Returns:
         Indices into ``boxes`` of the kept boxes, highest score first, at most ``max_detections``.
     """
     if boxes.shape[0] == 0:
         return np.empty(0, dtype=np.intp)
-    span = float(np.max(boxes) - min(float(np.min(boxes)), 0.0)) + 1.0
-    shifted = boxes + (class_ids.astype(np.float64) * span)[:, None]
-    order = np.argsort(-scores, kind="stable")
-    keep: list[int] = []
-    limit = boxes.shape[0] if max_detections is None else max_detections
-    while order.size > 0 and len(keep) < limit:
-        best = int(order[0])
-        keep.append(best)
-        rest = order[1:]
-        if rest.size == 0:
-            break
-        ious = box_iou(shifted[best], shifted[rest])
-        order = rest[ious <= iou_threshold]
-    return np.asarray(keep, dtype=np.intp)
+    xywh = np.empty((boxes.shape[0], 4), dtype=np.float64)
+    xywh[:, :2] = boxes[:, :2]
+    xywh[:, 2:] = boxes[:, 2:] - boxes[:, :2]
+    # score_threshold -inf: the caller has filtered by score already; top_k would cut candidates, not output
+    kept = cv2.dnn.NMSBoxesBatched(
+        xywh, scores.astype(np.float32), class_ids.astype(np.int32), float("-inf"), float(iou_threshold)
+    )
+    keep = np.asarray(kept, dtype=np.intp).reshape(-1)
+    return keep if max_detections is None else keep[:max_detections]
 
 
 def postprocess(

@@ -402,6 +402,38 @@ def test_nms_suppresses_same_class_overlap_and_keeps_other_classes() -> None:
     assert sorted(perm[kept].tolist()) == [0, 2, 3, 4]
 
 
+def _greedy_nms(boxes: np.ndarray, scores: np.ndarray, class_ids: np.ndarray, thr: float, limit: int) -> list[int]:
+    """The definition, written plainly: best first, drop same-class boxes with IoU above ``thr``."""
+
+    def iou(a: np.ndarray, b: np.ndarray) -> float:
+        w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+        h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+        union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - w * h
+        return w * h / union if union > 0 else 0.0
+
+    keep: list[int] = []
+    for i in sorted(range(len(scores)), key=lambda k: -scores[k]):  # sorted() is stable: ties keep input order
+        if len(keep) == limit:
+            break
+        if all(class_ids[k] != class_ids[i] or iou(boxes[k], boxes[i]) <= thr for k in keep):
+            keep.append(i)
+    return keep
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_nms_is_the_greedy_definition_on_crowded_random_boxes(seed: int) -> None:
+    """Hundreds of overlapping candidates of three classes, as a crowd gives; also the max_detections cut."""
+    rng = np.random.default_rng(seed)
+    n = 60 + 60 * seed
+    xy = rng.uniform(0, 400, (n, 2))
+    boxes = np.concatenate([xy, xy + rng.uniform(5, 80, (n, 2))], axis=1)
+    scores = rng.uniform(0.3, 1.0, n).astype(np.float32)
+    class_ids = rng.integers(0, 3, n)
+    for thr, limit in ((0.45, 100), (0.3, 10), (0.65, 1000)):
+        kept = batched_nms(boxes, scores, class_ids, thr, max_detections=limit).tolist()
+        assert kept == _greedy_nms(boxes, scores, class_ids, thr, limit), (thr, limit)
+
+
 # ------------------------------------------------------------------------------------------ messages
 
 
