@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import copy
 import json
-import math
 import os
 import sys
 from importlib import metadata
@@ -287,49 +286,40 @@ def test_serve_app_builders_exist(rayservice) -> None:
 # ------------------------------------------------------------------------- placement, resources
 
 
-def test_worker_groups_place_decode_on_cpu_and_inference_on_gpu(rayservice, profile: AppConfig) -> None:
+def test_shards_and_their_replicas_share_every_node(rayservice, profile: AppConfig) -> None:
+    """The mixed layout: one worker group whose every node runs shards and one replica of each detector.
+
+    Frames stay on the node that decoded them only if every node that takes shards also takes a
+    replica of each detector, and the shards prefer it (``detector_routing: same_node_first``).
+    """
     spec = rayservice["spec"]["rayClusterConfig"]
     g = groups(spec)
-    assert set(g) == {"cpu-decode", "gpu-inference"}
-    decode, gpu = g["cpu-decode"], g["gpu-inference"]
-    assert "cctv_decode" in ray_resources(decode)
-    assert "cctv_gpu_inference" in ray_resources(gpu)
-    assert "cctv_gpu_inference" not in ray_resources(decode)
-    # The profile's shards and replicas ask for resources only their own group offers.
-    for name, amount in profile.cluster.shard_resources.items():
-        assert ray_resources(decode).get(name, 0) >= amount, name
-        assert name not in ray_resources(gpu), name
-    assert profile.cluster.shard_resources, "shards are not pinned to the decode group"
+    assert set(g) == {"decode-gpu"}
+    group = g["decode-gpu"]
+    offered = ray_resources(group)
+    limits = group["template"]["spec"]["containers"][0]["resources"]["limits"]
+    cores, gpus = cpu_cores(limits["cpu"]), int(limits["nvidia.com/gpu"])
+    nodes = group["replicas"]
+    # No autoscaling of the group: a node is worth adding only with its replicas, and Serve would not add them.
+    assert group["minReplicas"] == nodes == group["maxReplicas"]
+    cl = profile.cluster
+    assert cl.detector_routing == "same_node_first"
+    assert cl.shards_per_node is not None, "shards must be pinned per node, not SPREAD by count"
+    assert cl.shard_resources, "shards are not pinned to the decode-gpu group"
+    for name, amount in cl.shard_resources.items():
+        assert offered.get(name, 0) >= amount * cl.shards_per_node, name
     for det in profile.all_detectors():
-        assert det.replica_resources, f"{det.model_name} replicas are not pinned to the GPU group"
+        assert det.replica_resources, f"{det.app_name} replicas are not pinned to the decode-gpu group"
         for name, amount in det.replica_resources.items():
-            assert ray_resources(gpu).get(name, 0) >= amount, name
-            assert name not in ray_resources(decode), name
-    decode_limits = decode["template"]["spec"]["containers"][0]["resources"]["limits"]
-    gpu_limits = gpu["template"]["spec"]["containers"][0]["resources"]["limits"]
-    assert "nvidia.com/gpu" not in decode_limits
-    assert int(gpu_limits["nvidia.com/gpu"]) >= 1
-    # Head takes no CPU work: shards and replicas land on the worker groups.
+            assert offered.get(name, 0) >= amount, name
+        assert det.max_replicas_per_node == 1 and det.num_replicas == nodes and det.autoscaling is None, det.app_name
+    # What one node runs fits it: 2 cores left to Ray, the GPU shared by the detectors' replicas.
+    detectors = profile.all_detectors()
+    node_cpus = cl.shards_per_node * cl.shard_num_cpus + sum(d.num_cpus_per_replica for d in detectors)
+    assert node_cpus <= cores - 2
+    assert sum(d.num_gpus_per_replica for d in detectors) <= gpus
+    # Head takes no CPU work: shards and replicas land on the worker group.
     assert spec["headGroupSpec"]["rayStartParams"]["num-cpus"] == "0"
-    for group in g.values():
-        assert group["minReplicas"] <= group["replicas"] <= group["maxReplicas"]
-    # The decode group's minimum holds every shard of the profile (2 cores a node left to Ray), one node to spare.
-    cores = cpu_cores(decode_limits["cpu"]) - 2
-    shards_per_node = int(cores // profile.cluster.shard_num_cpus)
-    assert (decode["minReplicas"] - 1) * shards_per_node >= profile.cluster.num_shards
-    # The GPU group's maximum holds every detector replica at its autoscaling maximum.
-    gpus_needed = sum(
-        (d.autoscaling.max_replicas if d.autoscaling else d.num_replicas) * d.num_gpus_per_replica
-        for d in profile.all_detectors()
-    )
-    assert gpu["maxReplicas"] * int(gpu_limits["nvidia.com/gpu"]) >= gpus_needed
-    # ... and its minimum every detector's minimum (fractional GPUs packed, rounded up per detector).
-    gpus_min = sum(
-        math.ceil((d.autoscaling.min_replicas if d.autoscaling else d.num_replicas) * d.num_gpus_per_replica)
-        for d in profile.all_detectors()
-    )
-    assert gpu["minReplicas"] * int(gpu_limits["nvidia.com/gpu"]) >= gpus_min
-    assert spec["enableInTreeAutoscaling"] is True
 
 
 def test_s3_keys_come_from_a_secret_never_a_literal(rayservice, profile: AppConfig) -> None:

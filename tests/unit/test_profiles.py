@@ -63,30 +63,44 @@ def test_gpu_node_fits_16_cores_and_one_gpu() -> None:
     assert all(d.device == "cuda" and d.backend == "torch" and d.half for d in cfg.all_detectors())
 
 
+GWANGJU_NODE_CORES = 16  # the decode-gpu worker group's node (configs/kuberay/rayservice.yaml)
+GWANGJU_GPU_IMAGES_PER_S = 2000.0  # ASSUMED in the profile's sizing: no GPU has been measured yet
+
+
 def test_gwangju_is_a_cluster_profile_sized_by_the_plan() -> None:
     cfg = load("gwangju")
     assert cfg.storage.endpoint and cfg.storage.secure
     assert cfg.cluster.serve_http_host == "0.0.0.0"
-    assert all(d.device == "cuda" and d.autoscaling is not None for d in cfg.all_detectors())
-    plan = make_plan(
-        PlanRequest(
-            cameras=10_069,
-            resolution="360p",
-            fps=15,
-            analytics_fps=1,
-            mode="keyframe",
-            receiver=cfg.ingest.rtsp_receiver,
-            routing="any_node",  # the KubeRay layout keeps decode and GPU worker groups apart
-        )
+    assert all(d.device == "cuda" for d in cfg.all_detectors())
+    assert f"--gpu-images-per-s {GWANGJU_GPU_IMAGES_PER_S:g}" in (PROFILES / "gwangju.yaml").read_text()
+    req = PlanRequest(
+        cameras=10_069,
+        resolution="360p",
+        fps=15,
+        analytics_fps=1,
+        mode="keyframe",
+        receiver=cfg.ingest.rtsp_receiver,
+        routing=cfg.cluster.detector_routing,
+        node_cores=GWANGJU_NODE_CORES,
+        gpus_per_node=1,
+        gpu_images_per_s=GWANGJU_GPU_IMAGES_PER_S,
     )
+    plan = make_plan(req)
+    assert cfg.cluster.detector_routing == "same_node_first"
+    (mixed,) = [g for g in plan.node_groups if g.name == "decode+gpu"]
+    per_node = cfg.cluster.shards_per_node
+    assert per_node is not None, "the mixed layout pins shards per node"
     assert cfg.cluster.shard_num_cpus == plan.suggested_shard_num_cpus
-    assert cfg.cluster.num_shards >= plan.suggested_num_shards
-    assert cfg.cluster.num_shards <= 1.25 * plan.suggested_num_shards  # not grossly oversized either
+    working = (mixed.nodes - req.spare_nodes) * per_node  # with the spare node down or busy elsewhere
+    assert plan.suggested_num_shards <= working <= 1.25 * plan.suggested_num_shards
+    # Every node runs one replica of every detector: replicas follow the plan's node count.
+    for d in cfg.all_detectors():
+        assert d.num_replicas == mixed.nodes and d.max_replicas_per_node == 1 and d.autoscaling is None, d.app_name
 
 
 def test_a_profile_with_an_unknown_key_does_not_load(tmp_path: Path) -> None:
-    text = (PROFILES / "gwangju.yaml").read_text().replace("  num_shards: 64\n", "  num_shard: 64\n")
+    text = (PROFILES / "gwangju.yaml").read_text().replace("  shards_per_node: 8", "  shard_per_node: 8")
     broken = tmp_path / "gwangju.yaml"
     broken.write_text(text)
-    with pytest.raises(ConfigError, match=r"cluster\.num_shard"):
+    with pytest.raises(ConfigError, match=r"cluster\.shard_per_node"):
         load_config(broken, env={})
