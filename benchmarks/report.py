@@ -369,6 +369,29 @@ def _api(lines: list[str]) -> None:
         )
 
 
+def _routing(lines: list[str]) -> None:
+    r = _load("detector_routing")
+    if r is None:
+        return
+    s = r["settings"]
+    by_variant: dict[str, list[str]] = {}
+    for p in r["points"]:
+        share = "-" if p["same_node_share"] is None else f"{p['same_node_share']:.0%}"
+        lost = p["calls"] - p["answered"]
+        p50 = "-" if p["latency_ms_p50"] is None else f"{p['latency_ms_p50']:.0f}"
+        by_variant.setdefault(p["variant"], []).append(
+            f"{p['load_x']:g}x {share} same node, {lost} of {p['calls']} lost, p50 {p50} ms"
+        )
+    lines.append(
+        f"* **Detector routing** — `benchmarks/performance/detector_routing.py` ({_link('detector_routing')}, "
+        f"{_machine(r)}; 3-node `ray.cluster_utils.Cluster`, a shard-like caller on one worker sending "
+        f"{s['frame_bytes'] / 1000:.0f} KB frames to stand-in replicas of {s['service_ms']:g} ms, "
+        f"max_ongoing_requests {s['max_ongoing_requests']}, load as a multiple of one replica's capacity): "
+        + "; ".join(f"{v}: " + ", ".join(cells) for v, cells in by_variant.items())
+        + ". Why shards use same_node_first: docs/ARCHITECTURE.md (Same node first)."
+    )
+
+
 def _gpu(lines: list[str]) -> None:
     r = _load("gpu_summary")
     lines.append(
@@ -421,6 +444,7 @@ SECTIONS: tuple[Callable[[list[str]], None], ...] = (
     _e2e,
     _accuracy,
     _api,
+    _routing,
     _gpu,
     _plan,
 )

@@ -128,6 +128,15 @@ def check_api(out: Path, _: str) -> None:
         assert rows and all(row["requests"] > 0 and row["errors"] == {} for row in rows), (name, rows)
 
 
+def check_detector_routing(out: Path, _: str) -> None:
+    points = {p["variant"]: p for p in _json(out / "detector_routing.json")["points"]}
+    assert set(points) == {"same_node_first", "any_node", "per_node_deployment"}, list(points)
+    for p in points.values():
+        assert p["calls"] > 0 and p["answered"] > 0, p
+    # A deployment pinned to the caller's node answers there, whatever the load.
+    assert points["per_node_deployment"]["same_node_share"] == 1.0, points["per_node_deployment"]
+
+
 def check_accuracy(out: Path, _: str) -> None:
     r = _json(out / "accuracy.json")
     assert r["quick"] is True
@@ -284,6 +293,11 @@ RUNS: dict[str, TinyRun] = {
         check_e2e,
         needs_rtsp=True,
         starts_ray=True,
+    ),
+    "performance.detector_routing": TinyRun(
+        ("--loads-x", "0.25", "--duration-s", "1", "--warmup-s", "0.5", "--service-ms", "100", "--out", "{out}"),
+        check_detector_routing,
+        starts_ray=True,  # a 3-node cluster_utils.Cluster with Serve
     ),
     "performance.api": TinyRun(
         (

@@ -1,6 +1,6 @@
 """Ingest under faults on real parts: 50 RTSP cameras from the GStreamer simulator, Ray shards, Serve.
 
-* 50 cameras stream steadily for 60 s;
+* 50 cameras stream steadily for 40 s;
 * the simulator is killed for 10 s and restarted on the same port: every camera resumes
   within 15 s of its return, no shard actor restarted, and the gap shows in the metrics;
 * a garbage file, a non-video HTTP URL and an unreachable host each mark only their camera down;
@@ -123,11 +123,12 @@ def test_fifty_cameras_stream_steadily_then_survive_a_simulator_restart(
     )
     incarnations = ray.get([s.incarnation.remote() for s in _shards()])
 
-    # Steady for 60 s: every camera gets its ~10 fps of packets.
+    # Steady for 40 s: every camera gets its ~10 fps of packets.
+    steady_s = 40.0
     before = {c: st[c].packets for c in rtsp_ids}
-    time.sleep(60)
+    time.sleep(steady_s)
     st = _status(rt)
-    rates = {c: (st[c].packets - before[c]) / 60.0 for c in rtsp_ids}
+    rates = {c: (st[c].packets - before[c]) / steady_s for c in rtsp_ids}
     assert min(rates.values()) >= 9.0, sorted(rates.items(), key=lambda kv: kv[1])[:5]
     assert all(st[c].frames_decoded <= st[c].keyframes for c in rtsp_ids)
 
