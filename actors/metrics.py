@@ -106,6 +106,11 @@ CAMERA_FPS_TARGET = Gauge(
     "cctv_camera_analytics_fps_target", "The camera's configured analytics_fps.", ["camera", "district"]
 )
 QUEUE_CAPACITY = Gauge("cctv_shard_queue_capacity", "Slots of the shard's detector queue.", ["shard"])
+SAME_NODE_FIRST = Gauge(
+    "cctv_shard_detector_same_node_first",
+    "1 when the shard's detector calls prefer replicas on its own node (cluster.detector_routing: same_node_first).",
+    ["shard"],
+)
 SHARD_START_TIME = Gauge(
     "cctv_shard_start_time_seconds",
     "Unix time this shard actor process started; a change means Ray restarted the shard.",

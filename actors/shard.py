@@ -559,6 +559,7 @@ class DecoderShard:
         # Constant for the life of this process: a new start time is how alerts see a Ray restart.
         m.SHARD_START_TIME.labels(self.shard_id).set(self._started_ts)
         m.QUEUE_CAPACITY.labels(self.shard_id).set(self.s.cluster.queue_size_per_shard)
+        m.SAME_NODE_FIRST.labels(self.shard_id).set(1 if self.s.cluster.detector_routing == "same_node_first" else 0)
         while not self._stop.wait(1.0):
             self._sync_metrics()
 

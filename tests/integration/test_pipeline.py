@@ -209,6 +209,8 @@ def test_prometheus_scrapes_frame_counters(runtime: Runtime, tmp_path: Path) -> 
         assert wait_for(lambda: prom.query("sum(cctv_detector_images_total) > 0"), 20, "detector images in a scrape")
         assert prom.query('cctv_camera_up{camera="cam-vtest"} == 1')
         assert prom.query('cctv_camera_up{camera="cam-unreachable"} == 0')
+        # Both shards say they route same node first (the default): the alert on frames leaving the node reads it.
+        assert len(prom.query("cctv_shard_detector_same_node_first == 1")) == 2
         # Where the time goes: every stage of an analysed frame is timed, and decoding costs something.
         assert prom.query("sum(cctv_decode_seconds_total) > 0")
         stages = wait_for(
