@@ -548,13 +548,16 @@ def gate_detections(
     return out, skipped
 
 
+def default_gate_settings() -> tuple[float, float]:
+    """``(motion_threshold, motion_max_skip_s)`` as a camera gets them when its config says nothing."""
+    fields = CameraConfig.model_fields
+    return float(fields["motion_threshold"].default), float(fields["motion_max_skip_s"].default)
+
+
 def footage_skip_share(path: Path, fps: float = 1.0, max_s: float = 600.0) -> dict[str, Any]:
     """The share of 1 fps samples of a whole clip the gate at the camera defaults would skip (no events: only the
     detector's work it saves; pixel rules such as fire and water still see every sample)."""
-    gate = MotionGate(
-        float(CameraConfig.model_fields["motion_threshold"].default),
-        float(CameraConfig.model_fields["motion_max_skip_s"].default),
-    )
+    gate = MotionGate(*default_gate_settings())
     cap = cv2.VideoCapture(str(path))
     if not cap.isOpened():
         raise FileNotFoundError(f"cannot open video {path}")
@@ -589,8 +592,7 @@ def motion_gate_effect(
     """The motion gate at the camera defaults on the same samples: the share of frames it skips per clip, the
     event scores with it on (per split), and every event the ungated rules raised that the gated ones did not
     (missed because of the gate) or the reverse (added by it)."""
-    threshold = float(CameraConfig.model_fields["motion_threshold"].default)
-    max_skip_s = float(CameraConfig.model_fields["motion_max_skip_s"].default)
+    threshold, max_skip_s = default_gate_settings()
     gated: dict[str, list[list[Detection]]] = {}
     per_clip: dict[str, Any] = {}
     for clip, s in samples.items():
