@@ -37,7 +37,7 @@ from contracts.events import EventNotice, EventPhase, EventTransition
 from contracts.exports import ExportOrder, ExportProgress
 from serve_apps.detector.deployment import DETECTOR_DEPLOYMENT
 from serve_apps.detector.preprocess import letterbox
-from serve_apps.detector.routing import detector_handle
+from serve_apps.detector.routing import DETECTOR_CALL_FAILED, detector_handle
 from serve_apps.metrics_export import export_metrics
 from storage.access import S3Access
 from storage.clip_store import ClipStore
@@ -462,8 +462,9 @@ class DecoderShard:
             for f in frames:
                 self._count_drop(f.camera_id, "detector_timeout")
             return
-        except (ray.exceptions.RayError, RuntimeError) as exc:
-            # Serve raises its own errors (BackPressureError, replica death) as RayError subclasses.
+        except DETECTOR_CALL_FAILED as exc:
+            # Replica death, Serve's refusals (BackPressureError is no RayError), an unusable handle: the frames
+            # are dropped and counted, and this worker goes on.
             self._detector_errors += 1
             for f in frames:
                 self._count_drop(f.camera_id, "detector_error")

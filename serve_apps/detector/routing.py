@@ -13,9 +13,17 @@ from __future__ import annotations
 from typing import Literal
 
 from ray import serve
+from ray.exceptions import RayError
+from ray.serve.exceptions import RayServeException
 from ray.serve.handle import DeploymentHandle
 
 DetectorRouting = Literal["same_node_first", "any_node"]
+
+DETECTOR_CALL_FAILED: tuple[type[BaseException], ...] = (RayError, RayServeException, RuntimeError)
+"""What a detector call through a handle raises when it did not get an answer, besides ``TimeoutError``: the
+replica died or its task failed (``RayError``), Serve refused it (``BackPressureError`` when the deployment's
+queue is full, ``DeploymentUnavailableError``: these are ``RayServeException``, *not* ``RayError``), or the handle
+could not be used (``RuntimeError``). A caller that catches less loses its calling thread on the first refusal."""
 
 
 def detector_handle(deployment: str, app_name: str, routing: DetectorRouting) -> DeploymentHandle:
