@@ -67,9 +67,9 @@ FRAME_STAGE = Histogram(
 )
 DETECT_CALLS = Counter(
     "cctv_detector_calls_total",
-    "Detector calls from this shard by where the replica ran: same_node (the frames stayed on this node) or "
-    "other_node (they crossed the network: no local replica, or all local ones full).",
-    ["shard", "locality"],
+    "Detector calls from this shard by detector (Serve app) and where the replica ran: same_node (the frames "
+    "stayed on this node) or other_node (they crossed the network: no local replica, or all local ones full).",
+    ["shard", "app", "locality"],
 )
 FRAMES_PER_CALL = Histogram(
     "cctv_detector_call_frames",

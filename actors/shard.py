@@ -478,7 +478,7 @@ class DecoderShard:
         m.DETECT_CALL_LATENCY.labels(self.shard_id).observe(call_s)
         locality = "same_node" if results and results[0].node_id == self._node_id else "other_node"
         self._calls_by_locality[locality] += 1
-        m.DETECT_CALLS.labels(self.shard_id, locality).inc()
+        m.DETECT_CALLS.labels(self.shard_id, app_name, locality).inc()
         m.FRAMES_PER_CALL.labels(self.shard_id).observe(len(frames))
         call_stage = stage.labels(self.shard_id, "detector_call")
         for _ in frames:

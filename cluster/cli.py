@@ -64,7 +64,9 @@ def cmd_config_check(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2
-    print(f"{args.file}: OK ({len(cfg.cameras)} cameras, {cfg.cluster.num_shards} shards)")
+    per_node = cfg.cluster.shards_per_node
+    shards = f"{per_node} shards per node" if per_node is not None else f"{cfg.cluster.num_shards} shards"
+    print(f"{args.file}: OK ({len(cfg.cameras)} cameras, {shards})")
     return 0
 
 

@@ -12,7 +12,8 @@ Variants:
   handle made by the product's :func:`serve_apps.detector.routing.detector_handle` (what shards use);
 * ``any_node``: the same deployment, a plain handle (Serve's power-of-two choice over all replicas);
 * ``per_node_deployment``: one deployment per worker, each pinned by a custom resource of its node; the
-  caller calls its own node's deployment, and another node's only when its own cannot be reached.
+  caller calls its own node's deployment, and another node's only when its own fails the call with an
+  actor or replica error (a replica died under it); a ``BackPressureError`` ends the call (full, not gone).
 
 The replica is a stand-in that holds each request for ``--service-ms`` (asyncio, so it serves
 ``--max-ongoing`` at once): this measures routing and frame transport, not inference, and sets each
@@ -21,6 +22,10 @@ capacity: below it every variant should stay local; above it the variants differ
 the excess (spill to another node, queue, reject). Both worker nodes share this machine, so "another
 node" is a second raylet and object store on the same host: a cross-node call pays the object
 transfer between stores, not a real network.
+
+Then, for each variant, the replica on the caller's node is killed a quarter into a run at half its
+capacity (``ray.kill``; Serve starts a new one on that node): calls lost and why, calls answered on the
+other node and when they were sent relative to the kill, and the slowest answer.
 
 Run: ``.venv/bin/python -m benchmarks.performance.detector_routing``; JSON in
 ``benchmarks/results/detector_routing.json``.
@@ -44,6 +49,8 @@ from ray.cluster_utils import Cluster
 from ray.exceptions import RayActorError
 from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError, ReplicaUnavailableError
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+from ray.util.state import list_actors
+from ray.util.state.common import ActorState
 
 from benchmarks.common import write_result
 from configs.schema import DetectorConfig
@@ -55,6 +62,7 @@ VARIANTS: tuple[Variant, ...] = ("same_node_first", "any_node", "per_node_deploy
 SHARED_APP = "routing-shared"
 FRAME_SHAPE = (416, 416, 3)
 NS = "cctv-routing-bench"
+LOSS_LOAD_X = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +72,7 @@ class CallRecord:
     node_id: str | None  # the node that answered; None: the call failed
     latency_ms: float
     error: str | None  # exception class name of a failed call
+    sent_s: float  # when the call was sent, seconds after the run started
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +125,67 @@ def summarise(
     )
 
 
+@dataclass(frozen=True, slots=True)
+class ReplicaLoss:
+    """One variant while the replica on the caller's node is killed mid-run (Serve starts a new one there)."""
+
+    variant: str
+    load_x: float
+    killed_at_s: float  # into the run
+    calls: int
+    answered: int
+    failed_by_error: dict[str, int]
+    other_node_calls: int
+    first_other_node_after_kill_s: float | None  # sent this long after the kill, answered on the other node
+    last_other_node_after_kill_s: float | None
+    latency_ms_max: float | None  # of the answered calls
+
+
+def summarise_loss(
+    variant: str, load_x: float, killed_at_s: float, records: list[CallRecord], caller_node: str
+) -> ReplicaLoss:
+    """Failures, calls that went elsewhere, and when, relative to the kill."""
+    ok = [r for r in records if r.node_id is not None]
+    other = sorted(r.sent_s - killed_at_s for r in ok if r.node_id != caller_node)
+    failed: dict[str, int] = {}
+    for r in records:
+        if r.node_id is None:
+            failed[r.error or "unknown"] = failed.get(r.error or "unknown", 0) + 1
+    return ReplicaLoss(
+        variant=variant,
+        load_x=load_x,
+        killed_at_s=killed_at_s,
+        calls=len(records),
+        answered=len(ok),
+        failed_by_error=failed,
+        other_node_calls=len(other),
+        first_other_node_after_kill_s=other[0] if other else None,
+        last_other_node_after_kill_s=other[-1] if other else None,
+        latency_ms_max=max((r.latency_ms for r in ok), default=None),
+    )
+
+
+def _replicas_on(app: str, node_id: str) -> list[ActorState]:
+    return [
+        a
+        for a in list_actors(filters=[("state", "=", "ALIVE")], limit=1000)
+        if a.class_name == f"ServeReplica:{app}:StandInReplica" and a.node_id == node_id
+    ]
+
+
+def _kill_replica(app: str, node_id: str) -> None:
+    (replica,) = _replicas_on(app, node_id)
+    ray.kill(ray.get_actor(replica.name, namespace=replica.ray_namespace), no_restart=True)
+
+
+def _wait_replica(app: str, node_id: str, timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not _replicas_on(app, node_id):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no replica of {app} came back on node {node_id[:8]} within {timeout_s:g} s")
+        time.sleep(0.5)
+
+
 @serve.deployment
 class StandInReplica:
     """Holds each frame for a fixed service time, reads one byte of it, and says which node it ran on."""
@@ -155,22 +225,27 @@ class Caller:
         frame = rng.integers(0, 255, FRAME_SHAPE, dtype=np.uint8)
         records: list[CallRecord] = []
 
-        async def one() -> None:
-            t0 = time.perf_counter()
+        async def one(due: float) -> None:
+            # Latency from the call's due time: a late start of the task (event-loop lag) counts against it.
             last_error = "none"
             for h in handles:
                 try:
                     node, _ = await h.remote(frame)
                 except BackPressureError:
                     # Full, not gone: a per-node deployment drops the frame rather than send it away.
-                    records.append(CallRecord(None, (time.perf_counter() - t0) * 1e3, "BackPressureError"))
+                    records.append(
+                        CallRecord(None, (time.perf_counter() - due) * 1e3, "BackPressureError", due - start)
+                    )
                     return
                 except (RayActorError, DeploymentUnavailableError, ReplicaUnavailableError) as exc:
                     last_error = type(exc).__name__
                     continue  # this node's deployment is gone: the next one
-                records.append(CallRecord(node, (time.perf_counter() - t0) * 1e3, None))
+                except Exception as exc:  # any other failure is counted by its type, not lost with the run
+                    last_error = type(exc).__name__
+                    break
+                records.append(CallRecord(node, (time.perf_counter() - due) * 1e3, None, due - start))
                 return
-            records.append(CallRecord(None, (time.perf_counter() - t0) * 1e3, last_error))
+            records.append(CallRecord(None, (time.perf_counter() - due) * 1e3, last_error, due - start))
 
         tasks = []
         period_s = 1.0 / rate_per_s
@@ -180,7 +255,7 @@ class Caller:
             due = start + n * period_s
             if now < due:
                 await asyncio.sleep(due - now)
-            tasks.append(asyncio.ensure_future(one()))
+            tasks.append(asyncio.ensure_future(one(due)))
             n += 1
         await asyncio.gather(*tasks)
         return records
@@ -203,7 +278,15 @@ def _deploy(service_s: float, max_ongoing: int, max_queued: int, worker_resource
 
 
 def measure(
-    *, loads_x: list[float], duration_s: float, service_ms: float, max_ongoing: int, max_queued: int, warmup_s: float
+    *,
+    loads_x: list[float],
+    duration_s: float,
+    service_ms: float,
+    max_ongoing: int,
+    max_queued: int,
+    warmup_s: float,
+    loss_run_s: float,
+    loss_variants: tuple[str, ...] = VARIANTS,
 ) -> dict[str, object]:
     """Start the cluster, deploy the variants, offer every load to every variant; the result payload."""
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
@@ -221,6 +304,7 @@ def measure(
         apps = {"per_node_deployment": ["routing-node-0", "routing-node-1"]}
         pin = NodeAffinitySchedulingStrategy(worker0, soft=False)
         points = []
+        losses = []
         for variant in VARIANTS:
             caller = Caller.options(scheduling_strategy=pin).remote(variant, apps.get(variant, [SHARED_APP]))
             caller_node = ray.get(caller.node_id.remote())
@@ -229,6 +313,16 @@ def measure(
                 rate = capacity_per_s * load_x
                 records = ray.get(caller.run.remote(rate, duration_s))
                 points.append(asdict(summarise(variant, load_x, rate, records, caller_node)))
+            if loss_run_s > 0 and variant in loss_variants:
+                # The replica on the caller's node dies a quarter into a run at half its capacity.
+                local_app = apps.get(variant, [SHARED_APP])[0]
+                run = caller.run.remote(capacity_per_s * LOSS_LOAD_X, loss_run_s)
+                killed_at_s = loss_run_s / 4
+                time.sleep(killed_at_s)
+                _kill_replica(local_app, caller_node)
+                records = ray.get(run)
+                losses.append(asdict(summarise_loss(variant, LOSS_LOAD_X, killed_at_s, records, caller_node)))
+                _wait_replica(local_app, caller_node)
             ray.kill(caller)
         return {
             "settings": {
@@ -241,8 +335,12 @@ def measure(
                 "replica_capacity_per_s": capacity_per_s,
                 "duration_s": duration_s,
                 "warmup_s": warmup_s,
+                "loss_run_s": loss_run_s,
+                "loss_load_x": LOSS_LOAD_X,
+                "loss_killed": "the replica on the caller's node (ray.kill, no restart: Serve starts a new one)",
             },
             "points": points,
+            "replica_loss": losses,
         }
     finally:
         serve.shutdown()
@@ -270,6 +368,10 @@ def main(argv: list[str] | None = None) -> int:
         default=DetectorConfig.model_fields["max_queued_requests"].default,
         help="max_queued_requests of every deployment (default: the detector's)",
     )
+    ap.add_argument(
+        "--loss-run-s", type=float, default=16.0, help="run in which the local replica is killed (0: skip it)"
+    )
+    ap.add_argument("--loss-variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
     args = ap.parse_args(argv)
     payload = measure(
@@ -279,6 +381,8 @@ def main(argv: list[str] | None = None) -> int:
         max_ongoing=args.max_ongoing,
         max_queued=args.max_queued,
         warmup_s=args.warmup_s,
+        loss_run_s=args.loss_run_s,
+        loss_variants=tuple(args.loss_variants),
     )
     for p in payload["points"]:  # type: ignore[union-attr]
         print(
@@ -286,6 +390,13 @@ def main(argv: list[str] | None = None) -> int:
             f"same node {p['same_node_share']}, failed {p['failed_by_error']}, "
             f"p50 {p['latency_ms_p50']} ms (same node {p['same_node_latency_ms_p50']}, "
             f"other {p['other_node_latency_ms_p50']})"
+        )
+    for p in payload["replica_loss"]:  # type: ignore[union-attr]
+        print(
+            f"{p['variant']:>20} local replica killed: {p['answered']}/{p['calls']} answered, failed "
+            f"{p['failed_by_error']}, {p['other_node_calls']} on the other node (sent "
+            f"{p['first_other_node_after_kill_s']} .. {p['last_other_node_after_kill_s']} s after the kill), "
+            f"max latency {p['latency_ms_max']} ms"
         )
     path = write_result("detector_routing", {"command": " ".join([sys.executable, *sys.argv]), **payload}, args.out)
     print(f"wrote {path}")

@@ -129,12 +129,19 @@ def check_api(out: Path, _: str) -> None:
 
 
 def check_detector_routing(out: Path, _: str) -> None:
-    points = {p["variant"]: p for p in _json(out / "detector_routing.json")["points"]}
+    r = _json(out / "detector_routing.json")
+    points = {p["variant"]: p for p in r["points"]}
     assert set(points) == {"same_node_first", "any_node", "per_node_deployment"}, list(points)
-    for p in points.values():
-        assert p["calls"] > 0 and p["answered"] > 0, p
-    # A deployment pinned to the caller's node answers there, whatever the load.
+    for p in points.values():  # a quarter of a replica's capacity: nothing refused
+        assert p["calls"] > 0 and p["answered"] == p["calls"] and p["failed_by_error"] == {}, p
+    # The shards' routing keeps the calls on the caller's node (a burst may spill one); any_node does not.
+    assert points["same_node_first"]["same_node_share"] >= 0.95, points["same_node_first"]
+    assert points["any_node"]["same_node_share"] < 0.9, points["any_node"]
     assert points["per_node_deployment"]["same_node_share"] == 1.0, points["per_node_deployment"]
+    # The shards' routing falls back to the other node once the replica on theirs is gone.
+    (loss,) = r["replica_loss"]
+    assert loss["variant"] == "same_node_first" and loss["other_node_calls"] > 0, loss
+    assert loss["last_other_node_after_kill_s"] > 0, loss  # calls sent after the kill, not only those in flight
 
 
 def check_accuracy(out: Path, _: str) -> None:
@@ -295,7 +302,22 @@ RUNS: dict[str, TinyRun] = {
         starts_ray=True,
     ),
     "performance.detector_routing": TinyRun(
-        ("--loads-x", "0.25", "--duration-s", "1", "--warmup-s", "0.5", "--service-ms", "100", "--out", "{out}"),
+        (
+            "--loads-x",
+            "0.25",
+            "--duration-s",
+            "1",
+            "--warmup-s",
+            "0.5",
+            "--service-ms",
+            "100",
+            "--loss-run-s",
+            "4",
+            "--loss-variants",
+            "same_node_first",
+            "--out",
+            "{out}",
+        ),
         check_detector_routing,
         starts_ray=True,  # a 3-node cluster_utils.Cluster with Serve
     ),
