@@ -388,6 +388,11 @@ def _routing(lines: list[str]) -> None:
         f"{s['frame_bytes'] / 1000:.0f} KB frames to stand-in replicas of {s['service_ms']:g} ms, "
         f"max_ongoing_requests {s['max_ongoing_requests']}, load as a multiple of one replica's capacity): "
         + "; ".join(f"{v}: " + ", ".join(cells) for v, cells in by_variant.items())
+        + "".join(
+            f"; local replica killed ({v['variant']}, {v['load_x']:g}x): {v['calls'] - v['answered']} of "
+            f"{v['calls']} lost, {v['other_node_calls']} answered on the other node"
+            for v in r.get("replica_loss", [])
+        )
         + ". Why shards use same_node_first: docs/ARCHITECTURE.md (Same node first)."
     )
 
