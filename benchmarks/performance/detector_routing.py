@@ -38,6 +38,7 @@ import asyncio
 import statistics
 import sys
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
@@ -98,6 +99,11 @@ def _pct(values: list[float], q: float) -> float | None:
     return float(np.percentile(values, q))
 
 
+def _failures_by_error(records: list[CallRecord]) -> dict[str, int]:
+    """Unanswered calls counted by the error type each raised."""
+    return dict(Counter(r.error or "unknown" for r in records if r.node_id is None))
+
+
 def summarise(
     variant: str, load_x: float, offered_per_s: float, records: list[CallRecord], caller_node: str
 ) -> RoutingPoint:
@@ -105,10 +111,7 @@ def summarise(
     ok = [r for r in records if r.node_id is not None]
     local = [r.latency_ms for r in ok if r.node_id == caller_node]
     remote = [r.latency_ms for r in ok if r.node_id != caller_node]
-    failed: dict[str, int] = {}
-    for r in records:
-        if r.node_id is None:
-            failed[r.error or "unknown"] = failed.get(r.error or "unknown", 0) + 1
+    failed = _failures_by_error(records)
     lat = [r.latency_ms for r in ok]
     return RoutingPoint(
         variant=variant,
@@ -147,10 +150,7 @@ def summarise_loss(
     """Failures, calls that went elsewhere, and when, relative to the kill."""
     ok = [r for r in records if r.node_id is not None]
     other = sorted(r.sent_s - killed_at_s for r in ok if r.node_id != caller_node)
-    failed: dict[str, int] = {}
-    for r in records:
-        if r.node_id is None:
-            failed[r.error or "unknown"] = failed.get(r.error or "unknown", 0) + 1
+    failed = _failures_by_error(records)
     return ReplicaLoss(
         variant=variant,
         load_x=load_x,
