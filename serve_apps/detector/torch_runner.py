@@ -115,7 +115,10 @@ class TorchDetector(DetectorBase):
         half: Run in float16; defaults to ``True`` on CUDA and ``False`` on CPU.
         channels_last: Keep activations NHWC in memory (faster convolutions on CUDA).
         compile: Wrap the module in ``torch.compile`` (after the load-time batching check).
-        compile_mode: ``torch.compile``'s ``mode``, e.g. ``"max-autotune"``.
+        compile_mode: ``torch.compile``'s ``mode``, e.g. ``"max-autotune"`` (inductor only).
+        compile_backend: ``torch.compile``'s ``backend``: ``"inductor"`` generates kernels (the point on
+            a GPU); ``"aot_eager"`` traces the same graph without code generation, seconds instead of
+            tens of seconds on a CPU, to check the graph compiles whole.
         score_threshold, nms_iou_threshold, expected_sha256, class_names, input_size,
         max_detections, verify_batching: As for :class:`OnnxDetector`. The converted graph has
             no fixed spatial size, so any multiple of 32 runs.
@@ -130,6 +133,7 @@ class TorchDetector(DetectorBase):
         channels_last: bool = True,
         compile: bool = False,
         compile_mode: str | None = None,
+        compile_backend: str = "inductor",
         score_threshold: float = 0.3,
         nms_iou_threshold: float = 0.45,
         expected_sha256: str | None = None,
@@ -165,7 +169,7 @@ class TorchDetector(DetectorBase):
             module.half()
             self._dtype = torch.float16
         if compile:
-            self._forward = torch.compile(module, mode=compile_mode)
+            self._forward = torch.compile(module, mode=compile_mode, backend=compile_backend)
         self._compiled = compile
 
     # -------------------------------------------------------------------------------- properties

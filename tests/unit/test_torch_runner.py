@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -360,22 +359,28 @@ def test_half_precision_forward_on_cpu(
     assert matched / total >= 0.85
 
 
-@pytest.mark.slow
-@pytest.mark.timeout(300)
 @pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")
-def test_torch_compile_smoke_on_cpu(models_dir: Path, real_frames: list[np.ndarray]) -> None:
-    """torch.compile of the converted graph (one graph, no graph breaks).
+def test_torch_compile_traces_one_graph_that_matches_eager(models_dir: Path, real_frames: list[np.ndarray]) -> None:
+    """torch.compile of the converted graph: one graph, no graph breaks, same output as eager.
 
-    35 s here on 2 busy cores with a cold inductor cache, 10 s warm; it is meant for the GPU.
+    Traced with the ``aot_eager`` backend (dynamo + AOT autograd, no code generation): inductor's kernel
+    generation took 51 s of a 2-core CI run with a cold cache and is exercised where it is meant to run,
+    on the GPU (``benchmarks/gpu/torch_detector_check.py --compile``).
     """
+    import torch
+
     eager = load_torch_detector(models_dir, "person_lwpd", verify_batching=False)
-    compiled = load_torch_detector(models_dir, "person_lwpd", compile=True, verify_batching=False)
     images = letterboxed(real_frames[:2], eager.input_size)
-    start = time.perf_counter()
-    got = compiled.run_raw(images)
-    elapsed = time.perf_counter() - start
-    assert float(np.max(np.abs(got - eager.run_raw(images)))) < 1e-4
-    assert elapsed < 240, f"compiling took {elapsed:.0f} s"
+    explained = torch._dynamo.explain(eager.module)(eager.to_input(images))
+    assert (explained.graph_count, explained.graph_break_count) == (1, 0), explained.break_reasons
+    compiled = load_torch_detector(
+        models_dir, "person_lwpd", compile=True, compile_backend="aot_eager", verify_batching=False
+    )
+    assert float(np.max(np.abs(compiled.run_raw(images) - eager.run_raw(images)))) < 1e-4
+    with pytest.raises(RuntimeError, match="no_such_backend"):  # torch._dynamo.exc.InvalidBackend
+        load_torch_detector(
+            models_dir, "person_lwpd", compile=True, compile_backend="no_such_backend", verify_batching=False
+        )
 
 
 # ----------------------------------------------------------------------------- backends, deps
