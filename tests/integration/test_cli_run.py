@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -64,6 +64,7 @@ def test_run_until_ctrl_c_stops_everything_and_writes_a_summary(tmp_path: Path, 
         str(CLIPS_DIR),
         "--summary-json",
         str(summary),
+        "--progress",
     ]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     log = (tmp_path / "run.log").open("w+")
@@ -97,7 +98,14 @@ def test_run_until_ctrl_c_stops_everything_and_writes_a_summary(tmp_path: Path, 
         assert token_file.stat().st_mode & 0o777 == 0o600
         token = token_file.read_text().strip()
         assert token in text  # shown on the terminal, next to the addresses
-        time.sleep(15)
+        # Interrupted once its progress line shows frames analysed (every 5 s: "decoded N analysed M events K").
+        wait_for(
+            lambda: re.search(r"\] decoded [1-9]\d* analysed [1-9]", (tmp_path / "run.log").read_text()),
+            90,
+            "a progress line with frames decoded and analysed",
+            interval_s=1.0,
+            detail=lambda: (tmp_path / "run.log").read_text()[-2000:],
+        )
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=120) == 0, (tmp_path / "run.log").read_text()[-3000:]
     finally:

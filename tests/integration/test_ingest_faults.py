@@ -1,6 +1,6 @@
 """Ingest under faults on real parts: 50 RTSP cameras from the GStreamer simulator, Ray shards, Serve.
 
-* 50 cameras stream steadily for 40 s;
+* 50 cameras stream steadily for 20 s;
 * the simulator is killed for 10 s and restarted on the same port: every camera resumes
   within 15 s of its return, no shard actor restarted, and the gap shows in the metrics;
 * a garbage file, a non-video HTTP URL and an unreachable host each mark only their camera down;
@@ -123,8 +123,8 @@ def test_fifty_cameras_stream_steadily_then_survive_a_simulator_restart(
     )
     incarnations = ray.get([s.incarnation.remote() for s in _shards()])
 
-    # Steady for 40 s: every camera gets its ~10 fps of packets.
-    steady_s = 40.0
+    # Steady for 20 s: every camera gets its ~10 fps of packets (a 2 s stall of one camera fails it).
+    steady_s = 20.0
     before = {c: st[c].packets for c in rtsp_ids}
     time.sleep(steady_s)
     st = _status(rt)
