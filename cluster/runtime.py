@@ -49,6 +49,24 @@ CONTROLLER_STOP = CallPolicy(deadline_s=200.0)
 SD_READ = CallPolicy(deadline_s=10.0)
 
 
+APPS_DELETE_TIMEOUT_S = 120.0
+
+
+def _delete_apps(names: list[str]) -> None:
+    """Delete Serve apps side by side (``serve.delete`` waits ~3 s for each in turn) and wait until all are gone.
+
+    Raises:
+        TimeoutError: one of them was still listed after ``APPS_DELETE_TIMEOUT_S``; names it.
+    """
+    for name in names:
+        serve.delete(name, _blocking=False)
+    deadline = time.monotonic() + APPS_DELETE_TIMEOUT_S
+    while left := sorted(set(names) & set(serve.status().applications)):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"Serve apps {left} still present {APPS_DELETE_TIMEOUT_S:.0f} s after delete")
+        time.sleep(0.2)
+
+
 class StartupError(RuntimeError):
     """The job cannot start as configured (the message says what to change)."""
 
@@ -143,19 +161,31 @@ class Runtime:
             # 3 s each (serve.delete polls until the app is gone) for nothing, since Ray goes next.
             self._push("serve and its apps", serve.shutdown)
         models = self._model_registry(s3, state)
-        for det in cfg.all_detectors():
-            app = build_detector_app(det, ns, cfg.metrics.bind_host, models, state / "model-cache")
-            serve.run(app, name=det.app_name, route_prefix=detector_route(det))
-            self._push_app_delete(f"detector app {det.app_name}", det.app_name, started_ray)
         try:
             access = resolve_access(cfg.api.tokens_env, cfg.api.auth_required, demo_state_dir=state)
         except TokenSpecError as exc:
             raise StartupError(f"api.tokens_env: {exc}") from None
-        api_app = build_api_app(
-            CONTROLLER_NAME, ns, tokens=access.table, api_cfg=cfg.api, s3=s3, storage_cfg=cfg.storage
+        targets = [
+            serve.RunTarget(
+                build_detector_app(det, ns, cfg.metrics.bind_host, models, state / "model-cache"),
+                name=det.app_name,
+                route_prefix=detector_route(det),
+            )
+            for det in cfg.all_detectors()
+        ]
+        targets.append(
+            serve.RunTarget(
+                build_api_app(
+                    CONTROLLER_NAME, ns, tokens=access.table, api_cfg=cfg.api, s3=s3, storage_cfg=cfg.storage
+                ),
+                name=API_APP,
+                route_prefix="/",
+            )
         )
-        serve.run(api_app, name=API_APP, route_prefix="/")
-        self._push_app_delete("api app", API_APP, started_ray)
+        # One deploy for every app: their replicas start side by side (2-3 s less than one after the other),
+        # and the undo is pushed first, so that an app that fails to start is removed with the others.
+        self._push_app_delete("serve apps", [t.name for t in targets], started_ray)
+        serve.run_many(targets)
 
         controller = ensure_controller(cfg, s3, state)
         self._controller = ActorCaller(CONTROLLER_NAME, ns, controller)
@@ -217,10 +247,10 @@ class Runtime:
             raise StartupError("; ".join(problems))
         return registry
 
-    def _push_app_delete(self, step: str, app_name: str, own_serve: bool) -> None:
-        """Undo a Serve app: deleted by name on a shared cluster, by Serve's own shutdown when Serve is ours."""
+    def _push_app_delete(self, step: str, app_names: list[str], own_serve: bool) -> None:
+        """Undo Serve apps: deleted by name on a shared cluster, by Serve's own shutdown when Serve is ours."""
         if not own_serve:
-            self._push(step, lambda: serve.delete(app_name))
+            self._push(step, lambda: _delete_apps(app_names))
 
     def _start_ray(self, state: Path) -> bool:
         """Connect to the configured cluster or start a local one; True if we started it."""
