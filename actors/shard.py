@@ -35,9 +35,8 @@ from contracts.cameras import CameraState, CameraStatus
 from contracts.detector import Detection, DetectRequest, DetectResult
 from contracts.events import EventNotice, EventPhase, EventTransition
 from contracts.exports import ExportOrder, ExportProgress
-from serve_apps.detector.deployment import DETECTOR_DEPLOYMENT
 from serve_apps.detector.preprocess import letterbox
-from serve_apps.detector.routing import DETECTOR_CALL_FAILED, detector_handle
+from serve_apps.detector.routing import DETECTOR_CALL_FAILED, DETECTOR_DEPLOYMENT, detector_handle
 from serve_apps.metrics_export import export_metrics
 from storage.access import S3Access
 from storage.clip_store import ClipStore

@@ -48,13 +48,13 @@ from serve_apps.detector.backends import detector_from_file, make_detector
 from serve_apps.detector.coalescer import ForwardCoalescer, PassInfo
 from serve_apps.detector.onnx_runner import DetectorBase, ModelLoadError
 from serve_apps.detector.preprocess import letterbox
+from serve_apps.detector.routing import DETECTOR_DEPLOYMENT
 from serve_apps.metrics_export import export_metrics
 from storage.access import S3Access
 from storage.model_store import ModelRegistryError, ModelStore
 
 log = logging.getLogger(__name__)
 
-DETECTOR_DEPLOYMENT = "Detector"
 MAX_IMAGE_BYTES = 20 * 1024**2
 MAX_IMAGES_PER_HTTP_REQUEST = 256
 

@@ -19,6 +19,10 @@ from ray.serve.handle import DeploymentHandle
 
 DetectorRouting = Literal["same_node_first", "any_node"]
 
+DETECTOR_DEPLOYMENT = "Detector"
+"""The detector app's one deployment. Here, not in ``deployment.py``, so that a shard (which only calls it) does
+not import the replica's code: onnx, onnxruntime and starlette cost ~1 s of every shard and controller start."""
+
 DETECTOR_CALL_FAILED: tuple[type[BaseException], ...] = (RayError, RayServeException, RuntimeError)
 """What a detector call through a handle raises when it did not get an answer, besides ``TimeoutError``: the
 replica died or its task failed (``RayError``), Serve refused it (``BackPressureError`` when the deployment's

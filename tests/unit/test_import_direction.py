@@ -7,6 +7,8 @@ lazy import cannot hide an upward edge. ``benchmarks/``, ``scripts/`` and ``test
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -75,3 +77,18 @@ def test_an_upward_import_is_found_wherever_it_hides(tmp_path: Path, layer: str,
     assert bool(problems) is flagged, problems
     if flagged:
         assert problems[0].startswith(f"{layer}/probe.py:")
+
+
+INFERENCE_RUNTIMES = ("onnx", "onnxruntime", "openvino", "torch", "serve_apps.detector.deployment")
+
+
+def test_shards_and_controller_start_without_the_replicas_inference_code() -> None:
+    """A shard only calls the detector: importing it (and the controller that creates shards) must not pull in
+    the replica's runtimes, which cost ~0.6 s of every shard and controller worker's start on the CI machine.
+    A fresh interpreter, since this one has imported them all."""
+    probe = "import sys, actors.shard, cluster.controller; print(','.join(m for m in sys.argv[1:] if m in sys.modules))"
+    out = subprocess.run(
+        [sys.executable, "-c", probe, *INFERENCE_RUNTIMES], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "", f"importing a shard loads {out.stdout.strip()}"
