@@ -1,8 +1,8 @@
 """The one place that starts everything and stops it in reverse.
 
 Order of start: state dir → object store (embedded SeaweedFS unless an endpoint is
-configured; evidence bucket, clip expiry rule, daily manifest writer) → Ray (local unless an
-address is configured) → metrics target registry → Serve apps (detector, control API) →
+configured; evidence bucket, clip expiry rule, daily manifest writer) and, beside it, Ray (local
+unless an address is configured) → metrics target registry → Serve apps (detector, control API) →
 camera controller and its shards → cameras → Prometheus discovery file. :meth:`Runtime.stop`
 undoes exactly what was started, last first, and keeps going if one step fails so nothing is
 left running.
@@ -17,6 +17,8 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from concurrent import futures
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -134,23 +136,23 @@ class Runtime:
         state = cfg.state_dir.resolve()
         state.mkdir(parents=True, exist_ok=True)
 
-        s3 = self._start_object_store(state)
-        self.store = ClipStore.for_access(s3)
-        self.store.ensure_bucket()
-        self._clips_at_start = frozenset(self.store.list_clips("clips/"))
-        self._push("clip inventory", self._take_clip_inventory)  # runs after shards drained, before S3 stops
-        # Evidence: the object-locked bucket, the clips' expiry rule, and yesterday's manifest each night.
-        evidence = EvidenceStore(s3, cfg.storage)
-        try:
-            evidence.ensure_buckets()
-            evidence.apply_lifecycle()
-        except StorageError as exc:
-            raise StartupError(f"evidence store at {s3.endpoint}: {exc}") from None
-        manifests = DailyManifestWriter(evidence)
-        manifests.start()
-        self._push("daily manifests", manifests.stop)
-
-        started_ray = self._start_ray(state)
+        # The object store starts beside Ray: weed and its buckets (~1.2 s on 2 cores) fit inside ray.init
+        # (~4 s), which stays on this thread (it installs signal handlers). Ray's undo is pushed once the
+        # store's steps are, whichever failed, so that stop() still ends Ray before the store.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="start-storage") as pool:
+            storage = pool.submit(self._start_storage, state)
+            try:
+                started_ray, ray_step = self._start_ray(state)
+            except BaseException:
+                futures.wait([storage])
+                if (exc := storage.exception()) is not None:
+                    log.error("the object store failed to start as well: %s", exc)
+                raise
+            try:
+                s3 = storage.result()
+            finally:
+                if ray_step is not None:
+                    self._steps.append(ray_step)
         ns = cfg.cluster.namespace
         registry = MetricsTargets.options(name=TARGETS_ACTOR, namespace=ns, get_if_exists=True).remote()
         self._push("metrics registry", lambda: ray.kill(registry))
@@ -220,6 +222,25 @@ class Runtime:
         assert self._controller is not None, "runtime not started"
         return self._controller.call("assignment", lambda c: c.assignment.remote(), READ)
 
+    def _start_storage(self, state: Path) -> S3Access:
+        """The object store, the clip bucket and the evidence store; runs beside :meth:`_start_ray`."""
+        s3 = self._start_object_store(state)
+        self.store = ClipStore.for_access(s3)
+        self.store.ensure_bucket()
+        self._clips_at_start = frozenset(self.store.list_clips("clips/"))
+        self._push("clip inventory", self._take_clip_inventory)  # runs after shards drained, before S3 stops
+        # Evidence: the object-locked bucket, the clips' expiry rule, and yesterday's manifest each night.
+        evidence = EvidenceStore(s3, self.cfg.storage)
+        try:
+            evidence.ensure_buckets()
+            evidence.apply_lifecycle()
+        except StorageError as exc:
+            raise StartupError(f"evidence store at {s3.endpoint}: {exc}") from None
+        manifests = DailyManifestWriter(evidence)
+        manifests.start()
+        self._push("daily manifests", manifests.stop)
+        return s3
+
     def _start_object_store(self, state: Path) -> S3Access:
         st = self.cfg.storage
         if st.endpoint is None:
@@ -251,15 +272,18 @@ class Runtime:
         if not own_serve:
             self._push(step, lambda: _delete_apps(app_names))
 
-    def _start_ray(self, state: Path) -> bool:
-        """Connect to the configured cluster or start a local one; True if we started it."""
+    def _start_ray(self, state: Path) -> tuple[bool, _Step | None]:
+        """Connect to the configured cluster or start a local one.
+
+        Returns:
+            Whether we started it, and the step that undoes what was done (for the caller to push).
+        """
         if ray.is_initialized():
-            return False
+            return False, None
         cl = self.cfg.cluster
         if cl.ray_address:
             ray.init(address=cl.ray_address, namespace=cl.namespace, log_to_driver=False)
-            self._push("ray connection", shutdown_ray)
-            return False
+            return False, _Step("ray connection", shutdown_ray)
         # A local demo/test cluster: no usage reporting; token auth off (production keeps it on).
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")
@@ -278,8 +302,7 @@ class Runtime:
         session_dir = ctx.address_info.get("session_dir")
         if session_dir:
             self._ray_info["logs"] = str(Path(session_dir) / "logs")
-        self._push("local ray", shutdown_ray)
-        return True
+        return True, _Step("local ray", shutdown_ray)
 
     def _stop_controller(self) -> None:
         if self.controller is None or self._controller is None:

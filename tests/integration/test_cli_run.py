@@ -187,3 +187,25 @@ def test_configured_s3_endpoint_is_used_and_nothing_embedded_starts(tmp_path: Pa
         assert "weed mini" not in proc.stderr and "stopped embedded S3" not in proc.stderr
         store = ClipStore.for_access(external.access("city-clips"))
         assert store.healthy()
+
+
+def test_a_store_that_fails_beside_ray_start_leaves_nothing_running(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The object store starts beside Ray: when it fails, the Ray that started meanwhile is stopped too."""
+    import ray
+
+    from cluster.runtime import Runtime, StartupError
+    from configs.schema import AppConfig, ClusterConfig, StorageConfig
+
+    monkeypatch.delenv("CCTV_S3_ACCESS_KEY", raising=False)
+    cfg = AppConfig(
+        state_dir=tmp_path / "state",
+        cluster=ClusterConfig(namespace="cctv-store-fails", local_num_cpus=1, serve_http_port=free_port()),
+        storage=StorageConfig(endpoint="127.0.0.1:9"),
+    )
+    caplog.set_level("INFO", logger="cluster.runtime")
+    with pytest.raises(StartupError, match="CCTV_S3_ACCESS_KEY"), Runtime(cfg, include_dashboard=False):
+        pytest.fail("started without its object store")
+    assert "stopped local ray" in caplog.text, caplog.text  # Ray had started beside the store, and was stopped
+    assert not ray.is_initialized()
