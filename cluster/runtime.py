@@ -135,12 +135,19 @@ class Runtime:
         cfg = self.cfg
         state = cfg.state_dir.resolve()
         state.mkdir(parents=True, exist_ok=True)
+        # What the config and environment alone decide is checked before anything starts: a missing key or a
+        # bad token table is refused at once, not after a Ray start and stop.
+        external = self._external_s3()
+        try:
+            access = resolve_access(cfg.api.tokens_env, cfg.api.auth_required, demo_state_dir=state)
+        except TokenSpecError as exc:
+            raise StartupError(f"api.tokens_env: {exc}") from None
 
         # The object store starts beside Ray: weed and its buckets (~1.2 s on 2 cores) fit inside ray.init
         # (~4 s), which stays on this thread (it installs signal handlers). Ray's undo is pushed once the
         # store's steps are, whichever failed, so that stop() still ends Ray before the store.
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="start-storage") as pool:
-            storage = pool.submit(self._start_storage, state)
+            storage = pool.submit(self._start_storage, state, external)
             try:
                 started_ray, ray_step = self._start_ray(state)
             except BaseException:
@@ -162,10 +169,6 @@ class Runtime:
         # 2.3-2.8 s of every stop and drained nothing, since the controller step has stopped every shard (the only
         # callers of the detectors) by then and the API has no work that outlives its request.
         models = self._model_registry(s3, state)
-        try:
-            access = resolve_access(cfg.api.tokens_env, cfg.api.auth_required, demo_state_dir=state)
-        except TokenSpecError as exc:
-            raise StartupError(f"api.tokens_env: {exc}") from None
         targets = [
             serve.RunTarget(
                 build_detector_app(det, ns, cfg.metrics.bind_host, models, state / "model-cache"),
@@ -222,12 +225,16 @@ class Runtime:
         assert self._controller is not None, "runtime not started"
         return self._controller.call("assignment", lambda c: c.assignment.remote(), READ)
 
-    def _start_storage(self, state: Path) -> S3Access:
-        """The object store, the clip bucket and the evidence store; runs beside :meth:`_start_ray`."""
-        s3 = self._start_object_store(state)
+    def _start_storage(self, state: Path, external: S3Access | None) -> S3Access:
+        """The object store (``external``, or an embedded one where None), the clip bucket and the evidence
+        store; runs beside :meth:`_start_ray`."""
+        s3 = external if external is not None else self._start_embedded_s3(state)
         self.store = ClipStore.for_access(s3)
-        self.store.ensure_bucket()
-        self._clips_at_start = frozenset(self.store.list_clips("clips/"))
+        try:
+            self.store.ensure_bucket()
+            self._clips_at_start = frozenset(self.store.list_clips("clips/"))
+        except StorageError as exc:  # names the endpoint and what failed
+            raise StartupError(f"clip store: {exc}") from None
         self._push("clip inventory", self._take_clip_inventory)  # runs after shards drained, before S3 stops
         # Evidence: the object-locked bucket, the clips' expiry rule, and yesterday's manifest each night.
         evidence = EvidenceStore(s3, self.cfg.storage)
@@ -241,17 +248,20 @@ class Runtime:
         self._push("daily manifests", manifests.stop)
         return s3
 
-    def _start_object_store(self, state: Path) -> S3Access:
-        st = self.cfg.storage
-        if st.endpoint is None:
-            s3 = EmbeddedS3(state / "s3")
-            s3.start()
-            self._push("embedded S3", s3.stop)
-            return s3.access(st.bucket)
+    def _external_s3(self) -> S3Access | None:
+        """Access to the configured S3 endpoint, or None where the embedded store is to start."""
+        if self.cfg.storage.endpoint is None:
+            return None
         try:
             return external_s3(self.cfg)
         except DeployError as exc:
             raise StartupError(str(exc)) from None
+
+    def _start_embedded_s3(self, state: Path) -> S3Access:
+        s3 = EmbeddedS3(state / "s3")
+        s3.start()
+        self._push("embedded S3", s3.stop)
+        return s3.access(self.cfg.storage.bucket)
 
     def _model_registry(self, s3: S3Access, state: Path) -> S3Access:
         """The ``models`` bucket beside the clips; seeded from models_dir with any version it lacks."""

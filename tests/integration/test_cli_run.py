@@ -159,6 +159,7 @@ def test_configured_endpoint_needs_keys_from_env(tmp_path: Path, missing: str) -
     )
     assert proc.returncode != 0
     assert missing in proc.stderr
+    assert "Started a local Ray" not in proc.stderr + proc.stdout  # refused before anything started
 
 
 def test_configured_s3_endpoint_is_used_and_nothing_embedded_starts(tmp_path: Path, vtest_path: Path) -> None:
@@ -198,14 +199,16 @@ def test_a_store_that_fails_beside_ray_start_leaves_nothing_running(
     from cluster.runtime import Runtime, StartupError
     from configs.schema import AppConfig, ClusterConfig, StorageConfig
 
-    monkeypatch.delenv("CCTV_S3_ACCESS_KEY", raising=False)
+    monkeypatch.setenv("CCTV_S3_ACCESS_KEY", "cctv-test")  # keys are there (checked before anything starts) ...
+    monkeypatch.setenv("CCTV_S3_SECRET_KEY", "cctv-test-secret")
     cfg = AppConfig(
         state_dir=tmp_path / "state",
         cluster=ClusterConfig(namespace="cctv-store-fails", local_num_cpus=1, serve_http_port=free_port()),
-        storage=StorageConfig(endpoint="127.0.0.1:9"),
+        storage=StorageConfig(endpoint=f"127.0.0.1:{free_port()}"),  # ... but nothing listens there
     )
     caplog.set_level("INFO", logger="cluster.runtime")
-    with pytest.raises(StartupError, match="CCTV_S3_ACCESS_KEY"), Runtime(cfg, include_dashboard=False):
+    unreachable = rf"clip store: .*{cfg.storage.endpoint} unreachable"
+    with pytest.raises(StartupError, match=unreachable), Runtime(cfg, include_dashboard=False):
         pytest.fail("started without its object store")
     assert "stopped local ray" in caplog.text, caplog.text  # Ray had started beside the store, and was stopped
     assert not ray.is_initialized()

@@ -1,8 +1,9 @@
 """shutdown_ray stops Serve's per-process router loop, and a second Ray session in the same process works.
 
 Real local Ray and Serve: a driver-side deployment handle starts Serve's router thread; after
-``shutdown_ray()`` no thread of this process runs it, and the next session's handle gets a fresh loop
-(the pattern of the test suite itself, which starts and stops Ray many times in one process).
+``shutdown_ray()`` (with Serve still running, as :meth:`cluster.runtime.Runtime.stop` leaves it) no
+thread of this process runs it, and the next session's handle gets a fresh loop (the pattern of the
+test suite itself, which starts and stops Ray many times in one process).
 """
 
 from __future__ import annotations
@@ -41,8 +42,7 @@ def test_shutdown_ray_stops_the_router_loop_and_a_new_session_gets_a_fresh_one()
         assert router_threads(), "a driver-side handle call should have started Serve's router thread"
         first_loop = SingletonThreadRouter._asyncio_loop
         assert first_loop is not None and first_loop.is_running()
-        serve.shutdown()
-        shutdown_ray()
+        shutdown_ray()  # with Serve still up, as Runtime.stop() ends its own Serve
         assert not ray.is_initialized()
         assert SingletonThreadRouter._asyncio_loop is None
         wait_for(lambda: not router_threads(), timeout_s=10, what="Serve's router thread to end after shutdown_ray")
@@ -53,6 +53,5 @@ def test_shutdown_ray_stops_the_router_loop_and_a_new_session_gets_a_fresh_one()
         assert second_loop is not None and second_loop is not first_loop and second_loop.is_running()
     finally:
         if ray.is_initialized():
-            serve.shutdown()
             shutdown_ray()
     wait_for(lambda: not router_threads(), timeout_s=10, what="the second session's router thread to end")
