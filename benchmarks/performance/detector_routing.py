@@ -343,8 +343,7 @@ def measure(
             "replica_loss": losses,
         }
     finally:
-        serve.shutdown()
-        ray.shutdown()
+        ray.shutdown()  # Serve ends with the cluster's nodes; a graceful serve.shutdown() first only cost 2-3 s
         cluster.shutdown()
 
 
